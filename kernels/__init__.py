@@ -1,0 +1,1 @@
+"""numba kernels: numpy in, numpy out; no I/O, no Dask, no globals."""

@@ -1,0 +1,98 @@
+"""The embedded catalog server: a MongoDB wire-protocol server on SQLite (nx-27017).
+
+It lets the real pymongo driver talk TCP to a local process, exactly as it would to a
+production MongoDB, with no service to install. Started on a free loopback port,
+its data in a file of our choosing, stopped on ``stop()``, on exit, or by ``with``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pymongo
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class EmbeddedMongo:
+    """A running nx-27017 server. ``db_path`` is an SQLite file, or "memory"."""
+
+    def __init__(self, db_path: str | os.PathLike = "memory", host: str = "127.0.0.1",
+                 port: int | None = None, log_path: str | os.PathLike | None = None,
+                 startup_timeout: float = 30.0):
+        self.db_path = str(db_path)
+        self.host = host
+        self.port = port or free_port(host)
+        if self.db_path != "memory":
+            Path(self.db_path).parent.mkdir(parents=True, exist_ok=True)
+        self.log_path = str(log_path or (
+            f"{self.db_path}.log" if self.db_path != "memory" else os.devnull))
+        self._proc: subprocess.Popen | None = None
+        self._start(startup_timeout)
+
+    @property
+    def url(self) -> str:
+        return f"mongodb://{self.host}:{self.port}/"
+
+    def _start(self, timeout: float) -> None:
+        exe = shutil.which("nx-27017", path=os.path.dirname(sys.executable)) or shutil.which("nx-27017")
+        if exe is None:
+            raise RuntimeError("nx-27017 is not installed: pip install nx-27017 "
+                               "(or set TESS_MONGO_URL to a MongoDB server)")
+        pid_file = f"{self.db_path}.pid" if self.db_path != "memory" else os.devnull
+        self._proc = subprocess.Popen(
+            [exe, "--host", self.host, "-p", str(self.port), "--db", self.db_path,
+             "--log-file", self.log_path, "--pid-file", pid_file],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        atexit.register(self.stop)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                err = self._proc.stderr.read().decode(errors="replace")[-2000:]
+                raise RuntimeError(f"catalog server exited at start (code {self._proc.returncode}): {err}")
+            try:
+                with pymongo.MongoClient(self.url, serverSelectionTimeoutMS=500) as client:
+                    client.admin.command("ping")
+                return
+            except pymongo.errors.PyMongoError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"catalog server did not answer on {self.url} within {timeout:.0f} s")
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+
+    def __enter__(self) -> "EmbeddedMongo":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.alive() else "stopped"
+        return f"<EmbeddedMongo {self.url} db={self.db_path} {state}>"

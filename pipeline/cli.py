@@ -1,0 +1,160 @@
+"""The ``tess-pipeline`` command."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+
+from pipeline.config import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args) or 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tess-pipeline", description=__doc__)
+    parser.add_argument("--config", help="TOML settings file (else TESS_CONFIG)")
+    sub = parser.add_subparsers(dest="command")
+
+    p = sub.add_parser("simulate", help="write simulated calibrated FFIs with a truth file")
+    p.add_argument("outdir")
+    p.add_argument("--frames", type=int, default=10)
+    p.add_argument("--size", type=int, default=2048, help="science region is SIZE x SIZE px")
+    p.add_argument("--camera", type=int, default=1, choices=range(1, 5))
+    p.add_argument("--ccd", type=int, default=1, choices=range(1, 5))
+    p.add_argument("--sector", type=int, default=14)
+    p.add_argument("--cadence", type=float, default=1800.0, help="seconds")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_simulate)
+
+    p = sub.add_parser("ingest", help="ingest FITS files (or folders of them) into the store")
+    p.add_argument("paths", nargs="+")
+    _service_options(p)
+    p.set_defaults(func=_ingest)
+
+    p = sub.add_parser("demo", help="simulate a small sector and run the pipeline on it "
+                                    "with the embedded defaults")
+    p.add_argument("--workdir", default="tess-demo", help="where the simulated FFIs go")
+    p.add_argument("--frames", type=int, default=24)
+    p.add_argument("--size", type=int, default=512)
+    _service_options(p)
+    p.set_defaults(func=_demo)
+    return parser
+
+
+def _service_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", help="store URL (else TESS_STORE, default ./tess-data)")
+    p.add_argument("--mongo", help="MongoDB URL (else TESS_MONGO_URL, default embedded)")
+    p.add_argument("--scheduler", help="Dask scheduler address (else TESS_SCHEDULER, "
+                                       "default a local cluster)")
+    p.add_argument("--workers", type=int, help="local cluster workers (default: one per core)")
+
+
+def _settings(args) -> Settings:
+    return Settings.load(args.config).replace(store=getattr(args, "store", None),
+                                              mongo_url=getattr(args, "mongo", None),
+                                              scheduler=getattr(args, "scheduler", None))
+
+
+@contextlib.contextmanager
+def _services(args):
+    from pipeline import catalog as catalog_mod
+    from pipeline.cluster import client_for
+    from pipeline.store import Store
+
+    settings = _settings(args)
+    store = Store.from_settings(settings)
+    with catalog_mod.connect(settings) as catalog, \
+            client_for(settings, n_workers=getattr(args, "workers", None)) as client:
+        print(f"store:     {store.url}\ncatalog:   {catalog.url}"
+              f"{' (embedded)' if catalog.server else ''}\n"
+              f"dashboard: {client.dashboard_link}", flush=True)
+        yield store, catalog, client
+
+
+def _progress_bar():
+    from tqdm import tqdm
+
+    bars: dict = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(total=total, desc=f"{stage:>7}", unit="task",
+                                     file=sys.stderr, leave=True)
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+def _simulate(args) -> int:
+    from pipeline.simulate import simulate
+    from tqdm import tqdm
+
+    with tqdm(total=args.frames, desc="simulate", unit="frame", file=sys.stderr) as bar:
+        sim = simulate(args.outdir, frames=args.frames, size=args.size, camera=args.camera,
+                       ccd=args.ccd, sector=args.sector, cadence=args.cadence, seed=args.seed,
+                       progress=lambda done, total: bar.update(done - bar.n))
+    print(f"wrote {len(sim.paths)} frames to {args.outdir}; truth in {sim.truth_path}")
+    return 0
+
+
+def _ingest(args) -> int:
+    from pipeline.stages.ingest import ingest
+
+    with _services(args) as (store, catalog, client):
+        report = ingest(args.paths, store, catalog, client, progress=_progress_bar())
+    _print_report(report)
+    return 1 if report.files and report.count("rejected") == len(report.files) else 0
+
+
+def _print_report(report) -> None:
+    print(report)
+    for cube_id, n in report.cubes.items():
+        print(f"  cube {cube_id}: {n} cadences")
+    for f in report.rejected:
+        print(f"  REJECTED {f.error}")
+
+
+def _demo(args) -> int:
+    from pipeline.simulate import simulate
+    from pipeline.stages.ingest import ingest
+
+    workdir = Path(args.workdir)
+    frames = sorted(workdir.glob("*_ffic.fits"))
+    if len(frames) != args.frames or not (workdir / "truth.fits").exists():
+        print(f"simulating {args.frames} frames of {args.size}x{args.size} px into {workdir}/ ...",
+              flush=True)
+        for old in frames:
+            old.unlink()
+        simulate(workdir, frames=args.frames, size=args.size, camera=1, ccd=1, sector=14,
+                 cadence=1800.0, seed=42)
+    with _services(args) as (store, catalog, client):
+        report = ingest([str(workdir)], store, catalog, client, progress=_progress_bar())
+        _print_report(report)
+        n_frames = catalog.frames.count_documents({"status": "ingested"})
+    print("\nresults:")
+    for cube_id in report.cubes:
+        print(f"  cube:    {store.url_of(f'staging/{cube_id}.zarr')}")
+    print(f"  raw:     {store.url_of('raw')}\n  catalog: {n_frames} frame documents "
+          f"(collection tess.frames)")
+    return 0 if not report.rejected else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

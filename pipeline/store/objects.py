@@ -1,0 +1,98 @@
+"""The object store: one fsspec URL (a local folder by default, ``s3://`` in production)
+holding three zones: ``raw/`` (original files), ``staging/`` (zarr cubes) and
+``curated/`` (exports)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+
+import fsspec
+from fsspec.core import url_to_fs
+
+from pipeline.config import Settings
+
+ZONES = ("raw", "staging", "curated")
+_HASH_BLOCK = 8 << 20
+
+
+class RawConflict(ValueError):
+    """A different file with the same name is already in the raw zone."""
+
+
+class Store:
+    """A store root. Picklable (Dask tasks carry it), so workers open the same store."""
+
+    def __init__(self, url: str, storage_options: dict | None = None):
+        self.url = url.rstrip("/") or url
+        self.storage_options = dict(storage_options or {})
+        self.fs, self.root = url_to_fs(self.url, **self.storage_options)
+        self.protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+        if self.is_local:
+            self.root = os.path.abspath(self.root)
+            self.fs.makedirs(self.root, exist_ok=True)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Store":
+        return cls(settings.store, settings.storage_options)
+
+    @property
+    def is_local(self) -> bool:
+        return self.protocol in ("file", "local")
+
+    def path(self, key: str) -> str:
+        """The filesystem path of a key (no protocol)."""
+        return posixpath.join(self.root, key) if not self.is_local else os.path.join(self.root, key)
+
+    def url_of(self, key: str) -> str:
+        return self.path(key) if self.is_local else f"{self.protocol}://{self.path(key)}"
+
+    def exists(self, key: str) -> bool:
+        return self.fs.exists(self.path(key))
+
+    def open(self, key: str, mode: str = "rb"):
+        return self.fs.open(self.path(key), mode)
+
+    def __getstate__(self):
+        return {"url": self.url, "storage_options": self.storage_options}
+
+    def __setstate__(self, state):
+        self.__init__(state["url"], state["storage_options"])
+
+    def __repr__(self) -> str:
+        return f"<Store {self.url}>"
+
+    # -- raw zone ------------------------------------------------------------------
+    @staticmethod
+    def raw_key(name: str, sector: int, camera: int, ccd: int) -> str:
+        return f"raw/s{sector:04d}/{camera}-{ccd}/{name}"
+
+    def put_raw(self, source: str, key: str, checksum: str) -> str:
+        """Copy ``source`` (a local path or fsspec URL) to ``key`` unless the same file
+        is already there. Returns "uploaded" or "duplicate"; raises RawConflict when a
+        different file holds the name."""
+        target = self.path(key)
+        if self.fs.exists(target):
+            if file_checksum(target, self.fs) == checksum:
+                return "duplicate"
+            raise RawConflict(f"{source}: a different file named {posixpath.basename(key)} "
+                              f"is already in the raw zone at {key}")
+        partial = f"{target}.partial"
+        if self.is_local:
+            self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
+        with fsspec.open(source, "rb") as src, self.fs.open(partial, "wb") as dst:
+            while block := src.read(_HASH_BLOCK):
+                dst.write(block)
+        self.fs.mv(partial, target)  # readers never see a half-written original
+        return "uploaded"
+
+
+def file_checksum(path: str, fs=None) -> str:
+    """sha256 of a file (a local path, an fsspec URL, or a path on ``fs``)."""
+    digest = hashlib.sha256()
+    opener = fs.open(path, "rb") if fs is not None else fsspec.open(path, "rb")
+    with opener as f:
+        while block := f.read(_HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()

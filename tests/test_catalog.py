@@ -1,0 +1,67 @@
+import pymongo
+import pytest
+
+from pipeline.catalog import Catalog, EmbeddedMongo, connect
+from pipeline.config import Settings
+
+
+def _frame(name, cadenceno, **extra):
+    return {"file": name, "cadenceno": cadenceno, "sector": 14, "camera": 2, "ccd": 3,
+            "status": "ingested", **extra}
+
+
+def test_indexes_declared(catalog):
+    names = {tuple(k for k, _ in spec["key"]) for spec in catalog.frames.index_information().values()}
+    assert ("file", "cadenceno") in names
+    # nx-27017 reports index directions/types as 1 (a known quirk), so compare fields.
+    aperture_fields = {tuple(k for k, _ in spec["key"])
+                       for spec in catalog.apertures.index_information().values()}
+    assert {("position",), ("sector", "camera", "ccd", "label")} <= aperture_fields
+
+
+def test_frames_unique_and_upsert_replaces(catalog):
+    assert catalog.upsert_frames([_frame("a.fits", 1, quality=0), _frame("b.fits", 2)]) == 2
+    assert catalog.upsert_frames([_frame("a.fits", 1, quality=32)]) == 0
+    assert catalog.frames.count_documents({}) == 2
+    assert catalog.frames.find_one({"file": "a.fits"})["quality"] == 32
+    with pytest.raises(pymongo.errors.DuplicateKeyError):
+        catalog.frames.insert_one({"file": "b.fits", "cadenceno": 2})
+
+
+def test_rejection_recorded_then_cleared_by_success(catalog):
+    catalog.record_rejection("c.fits", "truncated", "c.fits: truncated: 10 bytes short")
+    catalog.record_rejection("c.fits", "truncated", "c.fits: truncated: 10 bytes short")
+    assert [r["problem"] for r in catalog.rejections()] == ["truncated"]
+    catalog.upsert_frames([_frame("c.fits", 7)])
+    assert catalog.rejections() == []
+    assert catalog.ingested_files(["c.fits", "zzz.fits"]) == {"c.fits": None}
+
+
+def test_embedded_server_keeps_data_across_restart(tmp_path):
+    db = tmp_path / "cat" / "catalog.sqlite"
+    with EmbeddedMongo(db) as server:
+        pymongo.MongoClient(server.url).tess.frames.insert_one({"file": "x", "cadenceno": 1})
+    assert not server.alive()
+    with EmbeddedMongo(db) as server:
+        assert pymongo.MongoClient(server.url).tess.frames.count_documents({"file": "x"}) == 1
+
+
+def test_connect_starts_embedded_server_in_store_folder(tmp_path):
+    cat = connect(Settings(store=str(tmp_path / "store")))
+    try:
+        assert cat.server is not None and cat.server.alive()
+        assert (tmp_path / "store" / "catalog.sqlite").exists()
+        cat.ping()
+    finally:
+        cat.close()
+    assert not cat.server.alive()
+
+
+def test_connect_uses_configured_url(mongo_server):
+    cat = connect(Settings(mongo_url=mongo_server.url))
+    try:
+        assert cat.server is None and cat.url == mongo_server.url
+        cat.ping()
+    finally:
+        cat.close()
+    assert mongo_server.alive()  # closing a client never stops a server it did not start
