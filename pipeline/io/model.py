@@ -19,8 +19,10 @@ class TessFileError(ValueError):
     """A file that cannot be used, with the file and the problem named.
 
     ``problem`` is a short category ("not TESS", "truncated", "wrong shape",
-    "missing keyword", "all-NaN image", "unreadable") so the catalog can count failures
-    by kind; ``detail`` says exactly what was found.
+    "missing keyword", "all-NaN image", "inconsistent" (headers, file name and
+    FFI_FILE names disagree), "unsupported" (a TESS file this package does not read,
+    e.g. a raw FFI or a light-curve file), "unreadable") so the catalog can count
+    failures by kind; ``detail`` says exactly what was found.
     """
 
     def __init__(self, path, problem: str, detail: str = ""):
@@ -45,7 +47,9 @@ class StackInfo:
     camera: int
     ccd: int
     shape: tuple[int, int]    # (rows, cols) of each cadence's pixel array
-    origin: tuple[int, int]   # (row, col) of pixel [0, 0] in CCD science coordinates
+    origin: tuple[int, int] | None  # (row, col) of pixel [0, 0] in CCD science
+                              # coordinates; None when the file's header does not say
+                              # (a malformed cut-out header; see ``notes``)
     time: np.ndarray          # (n,) float64, BTJD mid-exposure
     tstart: np.ndarray        # (n,) float64, BTJD
     tstop: np.ndarray         # (n,) float64, BTJD
@@ -55,7 +59,11 @@ class StackInfo:
     date_obs: str             # DATE-OBS of the file (ISO, UTC)
     primary_header: fits.Header
     image_header: fits.Header  # the pixels' HDU (FFI image, TESScut/TPF table)
-    wcs: WCS | None           # WCS of the stack's own 0-based (col, row) pixel grid
+    wcs: WCS | None           # WCS of the stack's own 0-based (col, row) pixel grid;
+                              # None when the file has none that is usable (see notes)
+    notes: list[str] = dataclasses.field(default_factory=list)
+                              # what the reader repaired, dropped or could not recover
+                              # (also logged as warnings); empty for a clean file
 
     @property
     def n_cadences(self) -> int:
