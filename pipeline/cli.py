@@ -78,7 +78,7 @@ def _services(args):
     store = Store.from_settings(settings)
     with catalog_mod.connect(settings) as catalog, \
             client_for(settings, n_workers=getattr(args, "workers", None)) as client:
-        print(f"store:     {store.url}\ncatalog:   {catalog.url}"
+        print(f"store:     {store.url_of('')}\ncatalog:   {catalog.url}"
               f"{' (embedded)' if catalog.server else ''}\n"
               f"dashboard: {client.dashboard_link}", flush=True)
         yield store, catalog, client
@@ -94,8 +94,7 @@ def _progress_bar():
         if bar is None:
             bar = bars[stage] = tqdm(total=total, desc=f"{stage:>7}", unit="task",
                                      file=sys.stderr, leave=True)
-        bar.n = done
-        bar.refresh()
+        bar.update(done - bar.n)
         if done >= total:
             bar.close()
 
@@ -138,6 +137,7 @@ def _demo(args) -> int:
     workdir = Path(args.workdir)
     frames = sorted(workdir.glob("*_ffic.fits"))
     if len(frames) != args.frames or not (workdir / "truth.fits").exists():
+        # a different or partial earlier simulation: make a fresh, deterministic one
         print(f"simulating {args.frames} frames of {args.size}x{args.size} px into {workdir}/ ...",
               flush=True)
         for old in frames:
@@ -145,11 +145,13 @@ def _demo(args) -> int:
         simulate(workdir, frames=args.frames, size=args.size, camera=1, ccd=1, sector=14,
                  cadence=1800.0, seed=42)
     with _services(args) as (store, catalog, client):
-        report = ingest([str(workdir)], store, catalog, client, progress=_progress_bar())
+        frames = [str(p) for p in sorted(workdir.glob("*_ffic.fits"))]
+        report = ingest(frames, store, catalog, client, progress=_progress_bar())
         _print_report(report)
         n_frames = catalog.frames.count_documents({"status": "ingested"})
+        cubes = sorted(catalog.frames.distinct("cube", {"status": "ingested"}))
     print("\nresults:")
-    for cube_id in report.cubes:
+    for cube_id in cubes:
         print(f"  cube:    {store.url_of(f'staging/{cube_id}.zarr')}")
     print(f"  raw:     {store.url_of('raw')}\n  catalog: {n_frames} frame documents "
           f"(collection tess.frames)")

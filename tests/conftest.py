@@ -26,7 +26,7 @@ def tess_data() -> Path:
 
 @pytest.fixture(scope="session")
 def mongo_server(tmp_path_factory):
-    with EmbeddedMongo(tmp_path_factory.mktemp("catalog") / "catalog.sqlite") as server:
+    with EmbeddedMongo(tmp_path_factory.mktemp("catalog")) as server:
         yield server
 
 

@@ -38,7 +38,7 @@ def test_rejection_recorded_then_cleared_by_success(catalog):
 
 
 def test_embedded_server_keeps_data_across_restart(tmp_path):
-    db = tmp_path / "cat" / "catalog.sqlite"
+    db = tmp_path / "cat"
     with EmbeddedMongo(db) as server:
         pymongo.MongoClient(server.url).tess.frames.insert_one({"file": "x", "cadenceno": 1})
     assert not server.alive()
@@ -50,11 +50,19 @@ def test_connect_starts_embedded_server_in_store_folder(tmp_path):
     cat = connect(Settings(store=str(tmp_path / "store")))
     try:
         assert cat.server is not None and cat.server.alive()
-        assert (tmp_path / "store" / "catalog.sqlite").exists()
+        assert (tmp_path / "store" / "catalog" / "tess.db").exists()
         cat.ping()
     finally:
         cat.close()
     assert not cat.server.alive()
+
+
+def test_databases_are_isolated(mongo_server):
+    client = pymongo.MongoClient(mongo_server.url)
+    client.iso_a.frames.insert_one({"file": "only-in-a"})
+    assert client.iso_b.frames.count_documents({}) == 0
+    client.drop_database("iso_a")
+    client.drop_database("iso_b")
 
 
 def test_connect_uses_configured_url(mongo_server):

@@ -67,18 +67,21 @@ class Catalog:
         self.client.admin.command("ping")
 
     # -- frames ------------------------------------------------------------------
-    def upsert_frames(self, docs: list[dict]) -> int:
+    def upsert_frames(self, docs: list[dict], batch: int = 500) -> int:
         """Insert or replace frame documents by (file, cadenceno); returns how many
         were new. A file once rejected and now ingested loses its rejection record."""
         if not docs:
             return 0
         now = _now()
-        ops = [UpdateOne({"file": d["file"], "cadenceno": d["cadenceno"]},
-                         {"$set": {**d, "updated": now}}, upsert=True) for d in docs]
-        result = self.frames.bulk_write(ops, ordered=False)
+        upserted = 0
+        for start in range(0, len(docs), batch):
+            ops = [UpdateOne({"file": d["file"], "cadenceno": d["cadenceno"]},
+                             {"$set": {**d, "updated": now}}, upsert=True)
+                   for d in docs[start:start + batch]]
+            upserted += self.frames.bulk_write(ops, ordered=False).upserted_count
         self.frames.delete_many({"file": {"$in": sorted({d["file"] for d in docs})},
                                  "status": "rejected"})
-        return result.upserted_count
+        return upserted
 
     def record_rejection(self, file: str, problem: str, error: str, stage: str = "ingest",
                          path: str | None = None) -> None:
@@ -123,7 +126,7 @@ def connect(settings: Settings | None = None, state_dir: str | Path | None = Non
     else:
         catalog = Catalog.__new__(Catalog)
         folder = Path(state_dir) if state_dir else _local_state_dir(settings.store)
-        server = EmbeddedMongo(folder / "catalog.sqlite")
+        server = EmbeddedMongo(folder / "catalog")
         Catalog.__init__(catalog, server.url, server=server)
     catalog.ensure_indexes()
     return catalog

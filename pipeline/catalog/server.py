@@ -27,18 +27,21 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class EmbeddedMongo:
-    """A running nx-27017 server. ``db_path`` is an SQLite file, or "memory"."""
+    """A running nx-27017 server keeping one SQLite file per database in ``data_dir``
+    (or in memory for "memory"). One file per database matters: in its single-file
+    mode every database name shares the same collections."""
 
-    def __init__(self, db_path: str | os.PathLike = "memory", host: str = "127.0.0.1",
+    def __init__(self, data_dir: str | os.PathLike = "memory", host: str = "127.0.0.1",
                  port: int | None = None, log_path: str | os.PathLike | None = None,
                  startup_timeout: float = 30.0):
-        self.db_path = str(db_path)
+        self.data_dir = str(data_dir)
         self.host = host
         self.port = port or free_port(host)
-        if self.db_path != "memory":
-            Path(self.db_path).parent.mkdir(parents=True, exist_ok=True)
+        in_memory = self.data_dir == "memory"
+        if not in_memory:
+            Path(self.data_dir).mkdir(parents=True, exist_ok=True)
         self.log_path = str(log_path or (
-            f"{self.db_path}.log" if self.db_path != "memory" else os.devnull))
+            os.path.join(self.data_dir, "server.log") if not in_memory else os.devnull))
         self._proc: subprocess.Popen | None = None
         self._start(startup_timeout)
 
@@ -51,9 +54,9 @@ class EmbeddedMongo:
         if exe is None:
             raise RuntimeError("nx-27017 is not installed: pip install nx-27017 "
                                "(or set TESS_MONGO_URL to a MongoDB server)")
-        pid_file = f"{self.db_path}.pid" if self.db_path != "memory" else os.devnull
+        pid_file = os.path.join(self.data_dir, "server.pid") if self.data_dir != "memory" else os.devnull
         self._proc = subprocess.Popen(
-            [exe, "--host", self.host, "-p", str(self.port), "--db", self.db_path,
+            [exe, "--host", self.host, "-p", str(self.port), "--data-dir", self.data_dir,
              "--log-file", self.log_path, "--pid-file", pid_file],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         atexit.register(self.stop)
@@ -95,4 +98,4 @@ class EmbeddedMongo:
 
     def __repr__(self) -> str:
         state = "running" if self.alive() else "stopped"
-        return f"<EmbeddedMongo {self.url} db={self.db_path} {state}>"
+        return f"<EmbeddedMongo {self.url} data={self.data_dir} {state}>"

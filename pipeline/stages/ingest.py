@@ -23,6 +23,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 from distributed import Client, as_completed
+from fsspec.core import url_to_fs
 
 from pipeline.catalog import Catalog
 from pipeline.io import StackInfo, TessFileError, read, read_info
@@ -89,7 +90,8 @@ def ingest(inputs: Iterable[str], store: Store, catalog: Catalog, client: Client
 
     # 1. scan
     scanned: dict[str, tuple[StackInfo, str, int]] = {}
-    for path, result in _run(client, _scan, paths, "scan", progress):
+    scan_jobs = [(path, _options_for(path, store)) for path in paths]
+    for path, result in _run(client, _scan, scan_jobs, "scan", progress, key=lambda j: j[0]):
         if isinstance(result, TessFileError):
             _reject(catalog, reports[path], result.problem, str(result))
         else:
@@ -112,7 +114,7 @@ def ingest(inputs: Iterable[str], store: Store, catalog: Catalog, client: Client
         by_cube[info.cube_id].append(path)
     plans = [_plan_cube(Cube(store, cube_id), [accepted[p][0] for p in members], reports, catalog)
              for cube_id, members in sorted(by_cube.items())]
-    tasks = [(cube, chunk, sorted(slots)) for cube, placed, _ in plans
+    tasks = [(cube, chunk, sorted(slots), store.storage_options) for cube, placed, _ in plans
              for chunk, slots in sorted(_by_chunk(cube, placed).items())]
     failed: dict[str, TessFileError] = {}
     for _, result in _run(client, _write_chunk, tasks, "pixels", progress,
@@ -169,7 +171,7 @@ def _plan_cube(cube: Cube, infos: list[StackInfo], reports, catalog):
     if not cube.exists():
         cube.create(first.shape, {"sector": first.sector, "camera": first.camera,
                                   "ccd": first.ccd, "kind": first.kind,
-                                  "origin": list(first.origin), "shape": list(first.shape)})
+                                  "origin": _origin(first), "shape": list(first.shape)})
     shape = tuple(cube.group("r").attrs["shape"])
     coords = cube.coords()
     present = {int(c): i for i, c in enumerate(coords["cadenceno"])}
@@ -225,7 +227,11 @@ def _by_chunk(cube: Cube, placed) -> dict[int, list]:
 
 
 def _frame_docs(info: StackInfo, rows, indices, cube: Cube, checksum: str, size: int) -> list[dict]:
+    """One document per cadence. A cut-out's or TPF's header cards belong to the file,
+    not to each of its (often >1000) cadences: they are stored once, on the document of
+    the file's first cadence, and the others point at it with ``headers_cadenceno``."""
     headers = info.header_cards()
+    first = int(info.cadenceno[0])
     wcs = info.wcs.to_header(relax=True).tostring(sep="\n") if info.wcs is not None else None
     raw_key = Store.raw_key(info.name, info.sector, info.camera, info.ccd)
     now = dt.datetime.now(dt.timezone.utc)
@@ -236,10 +242,17 @@ def _frame_docs(info: StackInfo, rows, indices, cube: Cube, checksum: str, size:
         "time": float(info.time[k]), "tstart": float(info.tstart[k]), "tstop": float(info.tstop[k]),
         "date_obs": info.date_obs, "quality": int(info.quality[k]),
         "raw_key": raw_key, "cube": cube.cube_id, "cube_index": int(index),
-        "shape": list(info.shape), "origin": list(info.origin),
-        "checksum": checksum, "size": size, "headers": headers, "wcs": wcs,
+        "shape": list(info.shape), "origin": _origin(info),
+        "checksum": checksum, "size": size, "wcs": wcs, "headers_cadenceno": first,
+        "headers": headers if int(info.cadenceno[k]) == first else None,
+        "notes": list(getattr(info, "notes", [])) if int(info.cadenceno[k]) == first else [],
         "status": "ingested", "ingested_at": now,
     } for k, index in zip(rows, indices)]
+
+
+def _origin(info: StackInfo) -> list[int] | None:
+    """Where the stack sits on the CCD; None when the file does not say (a reader note)."""
+    return [int(v) for v in info.origin] if info.origin is not None else None
 
 
 def _reject(catalog: Catalog, report: FileReport, problem: str, error: str) -> None:
@@ -252,10 +265,17 @@ def _name(path: str) -> str:
 
 
 # -- tasks (run on workers) -----------------------------------------------------------------
-def _scan(path: str):
+def _options_for(path: str, store: Store) -> dict:
+    """Inputs in the store's own object store (e.g. files injected into its raw zone)
+    are read with the store's credentials; local paths need none."""
+    return store.storage_options if path.startswith(f"{store.protocol}://") else {}
+
+
+def _scan(job):
+    path, options = job
     try:
-        info = read_info(path)
-        return info, file_checksum(path), _size(path)
+        info = read_info(path, storage_options=options)
+        return info, _checksum(path, options), _size(path, options)
     except TessFileError as exc:
         return exc
     except (OSError, ValueError) as exc:
@@ -265,7 +285,7 @@ def _scan(path: str):
 def _upload(job):
     _, source, store, key, checksum = job
     try:
-        return store.put_raw(source, key, checksum)
+        return store.put_raw(source, key, checksum, _options_for(source, store))
     except Exception as exc:  # reported per file; one failed copy must not stop the run
         return exc
 
@@ -273,11 +293,11 @@ def _upload(job):
 def _write_chunk(task) -> dict[str, TessFileError]:
     """Read the files of one (cube, time chunk) and write its pixels: every maximal run
     of consecutive cube indices is one region write of whole frames."""
-    cube, _, slots = task
+    cube, _, slots, options = task
     stacks, failed = {}, {}
     for path in dict.fromkeys(p for _, p, _ in slots):
         try:
-            stacks[path] = read(path)
+            stacks[path] = read(path, storage_options=options if "://" in path else None)
         except TessFileError as exc:
             failed[path] = exc
         except (OSError, ValueError) as exc:
@@ -295,12 +315,18 @@ def _write_chunk(task) -> dict[str, TessFileError]:
     return failed
 
 
-def _size(path: str) -> int:
+def _size(path: str, options: dict) -> int:
     if "://" not in path:
         return os.path.getsize(path)
-    import fsspec
-    fs, p = fsspec.core.url_to_fs(path)
+    fs, p = url_to_fs(path, **options)
     return int(fs.size(p))
+
+
+def _checksum(path: str, options: dict) -> str:
+    if "://" not in path:
+        return file_checksum(path)
+    fs, p = url_to_fs(path, **options)
+    return file_checksum(p, fs)
 
 
 def _run(client: Client, fn, items: list, stage: str, progress: Progress, key=lambda item: item):

@@ -124,6 +124,6 @@ class Cube:
         ds = xr.open_zarr(self.zarr_store(read_only=True), consolidated=False,
                           chunks=chunks if chunks is not None else {})
         ds = ds.set_coords([c for c in ("cadenceno", "quality") if c in ds])
-        row0, col0 = ds.attrs.get("origin", (0, 0))
+        row0, col0 = ds.attrs.get("origin") or (0, 0)
         return ds.assign_coords(row=row0 + np.arange(ds.sizes["row"]),
                                 col=col0 + np.arange(ds.sizes["col"]))

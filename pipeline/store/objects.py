@@ -68,10 +68,11 @@ class Store:
     def raw_key(name: str, sector: int, camera: int, ccd: int) -> str:
         return f"raw/s{sector:04d}/{camera}-{ccd}/{name}"
 
-    def put_raw(self, source: str, key: str, checksum: str) -> str:
-        """Copy ``source`` (a local path or fsspec URL) to ``key`` unless the same file
-        is already there. Returns "uploaded" or "duplicate"; raises RawConflict when a
-        different file holds the name."""
+    def put_raw(self, source: str, key: str, checksum: str,
+                source_options: dict | None = None) -> str:
+        """Copy ``source`` (a local path or fsspec URL, opened with ``source_options``)
+        to ``key`` unless the same file is already there. Returns "uploaded" or
+        "duplicate"; raises RawConflict when a different file holds the name."""
         target = self.path(key)
         if self.fs.exists(target):
             if file_checksum(target, self.fs) == checksum:
@@ -81,7 +82,8 @@ class Store:
         partial = f"{target}.partial"
         if self.is_local:
             self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
-        with fsspec.open(source, "rb") as src, self.fs.open(partial, "wb") as dst:
+        with fsspec.open(source, "rb", **(source_options or {})) as src, \
+                self.fs.open(partial, "wb") as dst:
             while block := src.read(_HASH_BLOCK):
                 dst.write(block)
         self.fs.mv(partial, target)  # readers never see a half-written original

@@ -1,0 +1,133 @@
+"""Ingest benchmark: full-size simulated FFIs into the local store and moto's S3 server.
+
+Prints frames/s and MB/s of the ingest stage (2 single-threaded Dask workers) against
+two baselines measured in the same run on the same files:
+  (a) reading the files with astropy alone (science flux + uncertainty to native float32),
+  (b) writing the same arrays with zarr alone (same chunks and codecs, same store).
+Target: ingest frames/s ≥ 60% of the slower of (a) and (b).
+
+    python bench/ingest.py [--frames 32] [--size 2048] [--targets local,s3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import zarr
+from astropy.io import fits
+
+
+def read_with_astropy(paths, size):
+    out = []
+    for p in paths:
+        with fits.open(p, memmap=False) as hdul:
+            out.append((hdul[1].data[:size, 44:44 + size].astype("f4"),
+                        hdul[2].data[:size, 44:44 + size].astype("f4")))
+    return out
+
+
+def write_with_zarr(arrays, store, size):
+    from pipeline.store import chunking
+
+    root = zarr.open_group(store, mode="w", zarr_format=3)
+    t, r, c = chunking((size, size))
+    for name, k in (("flux", 0), ("flux_err", 1)):
+        a = root.create_array(name, shape=(len(arrays), size, size), chunks=(t, r, c),
+                              dtype="float32", fill_value=np.nan)
+        for start in range(0, len(arrays), t):
+            a[start:start + t] = np.stack([x[k] for x in arrays[start:start + t]])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=32)
+    ap.add_argument("--size", type=int, default=2048)
+    ap.add_argument("--targets", default="local,s3")
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args(argv)
+
+    from pipeline.catalog import Catalog, EmbeddedMongo
+    from pipeline.cluster import local
+    from pipeline.simulate import simulate
+    from pipeline.stages.ingest import ingest
+    from pipeline.store import Store
+
+    work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    t0 = time.perf_counter()
+    sim = simulate(work / "ffi", frames=args.frames, size=args.size, camera=1, ccd=1,
+                   sector=14, cadence=1800.0, seed=1)
+    print(f"simulated {args.frames} frames of {args.size}² in {time.perf_counter() - t0:.1f} s")
+    paths = [str(p) for p in sim.paths]
+    file_mb = sum(os.path.getsize(p) for p in paths) / 1e6
+    array_mb = args.frames * 2 * args.size * args.size * 4 / 1e6
+
+    s3 = None
+    if "s3" in args.targets:
+        from moto.server import ThreadedMotoServer
+        import s3fs
+        s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        s3.start()
+        host, port = s3.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+        s3_options = {"key": "bench", "secret": "bench", "client_kwargs": {"endpoint_url": endpoint}}
+        s3fs.S3FileSystem(**s3_options).mkdir("bench")
+
+    client = local(n_workers=args.workers, dashboard_address=None)
+    mongo = EmbeddedMongo("memory")
+    rows = []
+    try:
+        read_with_astropy(paths[:2], args.size)  # warm imports and page cache equally
+        t = time.perf_counter()
+        arrays = read_with_astropy(paths, args.size)
+        t_read = time.perf_counter() - t
+        rows.append(("(a) astropy read", t_read, file_mb))
+        for target in args.targets.split(","):
+            if target == "local":
+                zstore = zarr.storage.LocalStore(str(work / "zarr-alone"))
+                store = Store(str(work / "store"))
+            else:
+                prefix = f"bench/{uuid.uuid4().hex[:8]}"
+                zstore = zarr.storage.FsspecStore.from_url(f"s3://{prefix}/zarr-alone",
+                                                           storage_options=s3_options)
+                store = Store(f"s3://{prefix}/store", s3_options)
+            t = time.perf_counter()
+            write_with_zarr(arrays, zstore, args.size)
+            t_zarr = time.perf_counter() - t
+            rows.append((f"(b) zarr write [{target}]", t_zarr, array_mb))
+            catalog = Catalog(mongo.url, database=f"bench_{uuid.uuid4().hex[:6]}")
+            catalog.ensure_indexes()
+            t = time.perf_counter()
+            report = ingest(paths, store, catalog, client)
+            t_ingest = time.perf_counter() - t
+            assert report.count("ingested") == args.frames, report
+            rows.append((f"ingest [{target}]", t_ingest, file_mb))
+            slower = max(t_read, t_zarr)
+            ratio = slower / t_ingest
+            rows.append((f"  ratio ingest/slower-baseline [{target}]", ratio, None))
+    finally:
+        client.close()
+        mongo.stop()
+        if s3:
+            s3.stop()
+
+    print(f"\n{args.frames} frames of {args.size}x{args.size}; files {file_mb:.0f} MB, "
+          f"arrays {array_mb:.0f} MB; ingest on {args.workers} workers")
+    print(f"{'what':44s} {'seconds':>8s} {'frames/s':>9s} {'MB/s':>8s}")
+    for name, value, mb in rows:
+        if mb is None:
+            verdict = "PASS" if value >= 0.6 else "FAIL"
+            print(f"{name:44s} {value:8.2f}  (target ≥ 0.60: {verdict})")
+        else:
+            print(f"{name:44s} {value:8.2f} {args.frames / value:9.2f} {mb / value:8.1f}")
+
+
+if __name__ == "__main__":
+    main()
