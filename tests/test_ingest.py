@@ -223,3 +223,23 @@ def test_ingest_from_urls_in_the_s3_store(sim, s3_settings, catalog, dask_client
     assert report.count("ingested") == 2, [f.error for f in report.files]
     flux = Cube(store, "s0014-2-3").dataset().flux.values
     assert flux[1].tobytes() == _science(sim.paths[1])[0].tobytes()
+
+
+def test_same_name_different_bytes_is_a_conflict(sim, tmp_path, catalog, dask_client):
+    store = Store(str(tmp_path / "store"))
+    ingest([str(sim.paths[0])], store, catalog, dask_client)
+    impostor = tmp_path / "other" / sim.paths[0].name
+    impostor.parent.mkdir()
+    with fits.open(sim.paths[0]) as hdul:
+        hdul[1].data[0, 50] += 1.0
+        hdul.writeto(impostor)
+    twin = tmp_path / "twin" / sim.paths[1].name
+    twin.parent.mkdir()
+    shutil.copy(sim.paths[1], twin)
+    report = ingest([str(impostor), str(sim.paths[1]), str(twin)], store, catalog, dask_client)
+    status = {f.path: (f.status, f.problem) for f in report.files}
+    assert status[str(impostor)] == ("rejected", "conflict")
+    assert sorted(status[p][0] for p in (str(sim.paths[1]), str(twin))) == ["duplicate", "ingested"]
+    with store.open(Store.raw_key(sim.paths[0].name, 14, 2, 3)) as f:
+        assert f.read() == sim.paths[0].read_bytes()  # the original is never overwritten
+    assert Cube(store, "s0014-2-3").dataset().sizes["time"] == 2

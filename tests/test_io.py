@@ -323,6 +323,21 @@ def test_ffi_bit_for_bit(ffi):
     assert info.cube_id == "s0019-1-3"
 
 
+def test_ffi_from_bytes_into_given_arrays(tmp_path, ffi):
+    """Ingest's path: the file's bytes already in memory, pixels written into a block."""
+    plain = read(ffi)
+    data = ffi.read_bytes()
+    flux, err = np.full((3, 64, 64), -1, "f4"), np.full((3, 64, 64), -1, "f4")
+    stack = read(str(ffi), data=data, out=(flux[1:2], err[1:2]))
+    assert same_bits(flux[1], plain.flux[0]) and same_bits(err[1], plain.flux_err[0])
+    assert (flux[0] == -1).all() and (flux[2] == -1).all()
+    assert np.shares_memory(stack.flux, flux) and flux.dtype.isnative
+    gz = write_ffi(tmp_path / (ffi.name + ".gz"), compress=True)
+    assert same_bits(read(str(gz), data=gz.read_bytes()).flux, plain.flux)
+    with pytest.raises(TessFileError, match="truncated"):
+        read(str(ffi), data=data[: len(data) // 2])
+
+
 def test_ffi_gzip_and_url(tmp_path, ffi):
     plain = read(ffi)
     gz = write_ffi(tmp_path / (ffi.name + ".gz"), compress=True)

@@ -113,14 +113,18 @@ def read_info(src: Source) -> StackInfo:
         image_header=image.copy(), wcs=_science_wcs(path, image, shape, notes), notes=notes)
 
 
-def read(src: Source):
+def read(src: Source, out: tuple[np.ndarray, np.ndarray] | None = None):
+    """Info and science pixels. ``out``: (flux, flux_err) float32 arrays of shape
+    (1, rows, cols) to fill instead of allocating (ingest assembles whole time chunks
+    this way, with one copy per pixel)."""
     info = read_info(src)
     rows, cols = science_slices(_shape(src.path, src.hdul[1], "image (HDU 1)"))
-    flux = _pixels(src, 1, rows, cols)
+    flux_out, err_out = out if out is not None else (None, None)
+    flux = _pixels(src, 1, rows, cols, None if flux_out is None else flux_out[0])
     if not np.isfinite(flux).any():
         raise TessFileError(src.path, "all-NaN image",
                             f"no finite pixel in the {info.shape[0]}x{info.shape[1]} science region")
-    flux_err = _pixels(src, 2, rows, cols)
+    flux_err = _pixels(src, 2, rows, cols, None if err_out is None else err_out[0])
     return info, flux[np.newaxis], flux_err[np.newaxis]
 
 
@@ -132,11 +136,31 @@ def _shape(path: str, hdu, what: str) -> tuple[int, int]:
     return shape  # type: ignore[return-value]
 
 
-def _pixels(src: Source, index: int, rows: slice, cols: slice) -> np.ndarray:
-    data = src.hdul[index].data
-    if data is None:
-        raise TessFileError(src.path, "wrong shape", f"HDU {index} has no data")
-    return np.ascontiguousarray(data[rows, cols], dtype=np.float32)
+def _pixels(src: Source, index: int, rows: slice, cols: slice,
+            out: np.ndarray | None = None) -> np.ndarray:
+    view = _unscaled_float32(src, index)
+    if view is None:
+        data = src.hdul[index].data
+        if data is None:
+            raise TessFileError(src.path, "wrong shape", f"HDU {index} has no data")
+        view = data
+    if out is None:
+        return np.ascontiguousarray(view[rows, cols], dtype=np.float32)
+    out[...] = view[rows, cols]
+    return out
+
+
+def _unscaled_float32(src: Source, index: int) -> np.ndarray | None:
+    """The image as a zero-copy big-endian view of the in-memory file, when it is a
+    plain float32 image (every calibrated FFI is): astropy would copy it once more."""
+    header = src.hdul[index].header
+    layout = src.layout[index]
+    if (src.buffer is None or header.get("BITPIX") != -32 or len(layout.naxis) != 2
+            or header.get("BSCALE", 1) != 1 or header.get("BZERO", 0) != 0):
+        return None
+    n1, n2 = layout.naxis
+    return np.frombuffer(src.buffer, dtype=">f4", count=n1 * n2,
+                         offset=layout.data_offset).reshape(n2, n1)
 
 
 def _science_wcs(path: str, header: fits.Header, shape, notes: list[str]):

@@ -22,20 +22,25 @@ def read_info(path, storage_options: dict | None = None) -> StackInfo:
     return _guarded(path, storage_options, lambda src, reader: reader.read_info(src))
 
 
-def read(path, storage_options: dict | None = None) -> FrameStack:
+def read(path, storage_options: dict | None = None, data: bytes | None = None,
+         out: tuple | None = None) -> FrameStack:
     """The file's ``StackInfo`` and its pixels: float32 (n, rows, cols) flux and
     flux_err in e-/s, science region only. ``storage_options``: fsspec options for a
-    URL (e.g. ``Settings.storage_options`` for the S3 store)."""
+    URL (e.g. ``Settings.storage_options`` for the S3 store). ``data``: the file's
+    bytes when the caller already holds them (``path`` then only names the file).
+    ``out``: (flux, flux_err) arrays of shape (1, rows, cols) for an FFI's pixels to be
+    written into (other kinds ignore it and allocate)."""
     def load(src, reader):
-        info, flux, flux_err = reader.read(src)
+        info, flux, flux_err = reader.read(src, out) if out is not None and reader is READERS["ffi"] \
+            else reader.read(src)
         return FrameStack(info, flux, flux_err)
-    return _guarded(path, storage_options, load)
+    return _guarded(path, storage_options, load, data)
 
 
-def _guarded(path, storage_options, action):
+def _guarded(path, storage_options, action, data=None):
     name = os.fspath(path) if isinstance(path, os.PathLike) else str(path)
     try:
-        with open_fits(path, storage_options) as src:
+        with open_fits(path, storage_options, data) as src:
             return action(src, READERS[detect_kind(src)])
     except TessFileError:
         raise

@@ -57,6 +57,7 @@ class Source:
     hdul: fits.HDUList
     layout: list[HduLayout]
     compressed: bool
+    buffer: bytes | None = None  # the whole (uncompressed) file, when the caller read it
 
 
 def file_name(path) -> str:
@@ -66,16 +67,19 @@ def file_name(path) -> str:
 
 
 @contextmanager
-def open_fits(path, storage_options: dict | None = None) -> Iterator[Source]:
+def open_fits(path, storage_options: dict | None = None,
+              data: bytes | None = None) -> Iterator[Source]:
     """Open ``path`` (local path or fsspec URL; ``storage_options`` go to fsspec, e.g.
-    an S3 endpoint and keys), check its structure, and yield a
+    an S3 endpoint and keys) — or, when ``data`` holds the file's bytes already read
+    into memory, parse those and use ``path`` only as the name — check its structure,
+    and yield a
     ``Source`` whose ``hdul`` was opened lazily (headers on demand, data only when
     ``.data`` is touched). Raises ``TessFileError`` for a missing file, a non-FITS file
     ("not TESS"), a cut file ("truncated")."""
     spath = os.fspath(path)
     try:
-        opened = fsspec.open(spath, "rb", **(storage_options or {}))
-        raw = opened.open()
+        raw = io.BytesIO(data) if data is not None else \
+            fsspec.open(spath, "rb", **(storage_options or {})).open()
     except FileNotFoundError as exc:
         raise TessFileError(spath, "unreadable", f"no such file ({exc})") from None
     except Exception as exc:  # bad URL, unknown protocol, permission, network
@@ -96,7 +100,8 @@ def open_fits(path, storage_options: dict | None = None) -> Iterator[Source]:
             raise TessFileError(spath, "unreadable", f"astropy cannot open it: "
                                 f"{type(exc).__name__}: {exc}") from None
         try:
-            yield Source(spath, file_name(spath), hdul, layout, compressed)
+            buffer = data if data is not None and not compressed else None
+            yield Source(spath, file_name(spath), hdul, layout, compressed, buffer)
         finally:
             hdul.close()
     finally:

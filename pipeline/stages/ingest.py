@@ -1,10 +1,11 @@
 """Ingest: TESS files → raw zone (originals) + staging cubes (pixels) + ``frames``.
 
-Three phases of Dask tasks, the driver deciding between them:
-1. scan: every file's headers are read and checksummed (no pixels);
-2. raw: accepted files are copied to the raw zone under their own names;
-3. pixels: one task per (cube, time chunk) reads its files and writes whole chunks,
-   so no two tasks ever write the same chunk.
+Phases of Dask tasks, the driver deciding between them:
+1. scan: every file's headers are read (no pixels);
+2. verify: files whose name was seen before are hashed: same bytes → duplicate;
+3. pixels: one task per (cube, time chunk) reads each of its files once, copies the
+   ones it owns to the raw zone under their own names (with their sha256), and writes
+   the pixels as whole chunks, so no two tasks ever write the same chunk.
 Frame documents are upserted once the pixels are in. A bad file is reported and
 recorded in the catalog; it never stops the others. Running the same files again is
 a no-op, and a run that died half-way is repaired, not duplicated: the cube's own
@@ -16,18 +17,19 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import glob
+import hashlib
 import os
 import time as _time
 from collections import defaultdict
 from typing import Callable, Iterable
 
 import numpy as np
+import fsspec
 from distributed import Client, as_completed
-from fsspec.core import url_to_fs
 
 from pipeline.catalog import Catalog
 from pipeline.io import StackInfo, TessFileError, read, read_info
-from pipeline.store import Cube, RawConflict, Store, file_checksum
+from pipeline.store import Cube, RawConflict, Store
 
 FITS_PATTERNS = ("*.fits", "*.fits.gz", "*.fit", "*.fts")
 # A cadence whose pixels turned out unusable after its slot in the cube was made is
@@ -54,6 +56,7 @@ class IngestReport:
     cubes: dict[str, int]           # cube id → cadences it holds after the run
     seconds: float = 0.0
     bytes_read: int = 0
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)  # seconds per phase
 
     def count(self, status: str) -> int:
         return sum(f.status == status for f in self.files)
@@ -87,52 +90,69 @@ def ingest(inputs: Iterable[str], store: Store, catalog: Catalog, client: Client
     paths = expand_inputs(inputs)
     reports: dict[str, FileReport] = {p: FileReport(p, "rejected", name=_name(p)) for p in paths}
     progress = progress or (lambda stage, done, total: None)
+    timings: dict[str, float] = {}
+    clock = _time.perf_counter()
 
-    # 1. scan
-    scanned: dict[str, tuple[StackInfo, str, int]] = {}
+    def lap(phase: str) -> None:
+        nonlocal clock
+        now = _time.perf_counter()
+        timings[phase] = now - clock
+        clock = now
+
+    # 1. scan headers
+    scanned: dict[str, StackInfo] = {}
     scan_jobs = [(path, _options_for(path, store)) for path in paths]
     for path, result in _run(client, _scan, scan_jobs, "scan", progress, key=lambda j: j[0]):
         if isinstance(result, TessFileError):
             _reject(catalog, reports[path], result.problem, str(result))
         else:
             scanned[path] = result
+    lap("scan")
 
-    accepted = _screen(scanned, catalog, reports)
+    # 2. names seen before: same bytes → duplicate, other bytes → conflict
+    suspects = _name_clashes(scanned, catalog)
+    hash_jobs = [(path, _options_for(path, store)) for path in suspects]
+    checksums = dict(_run(client, _hash, hash_jobs, "verify", progress, key=lambda j: j[0]))
+    accepted = _screen(scanned, checksums, catalog, reports)
+    lap("verify")
 
-    # 2. raw zone
-    raw_jobs = [(path, info.path, store, Store.raw_key(info.name, info.sector, info.camera, info.ccd),
-                 checksum) for path, (info, checksum, _) in accepted.items()]
-    for path, result in _run(client, _upload, raw_jobs, "raw", progress, key=lambda j: j[0]):
-        if isinstance(result, Exception):
-            problem = "conflict" if isinstance(result, RawConflict) else "upload failed"
-            _reject(catalog, reports[path], problem, str(result))
-            accepted.pop(path)
-
-    # 3. pixels
-    by_cube: dict[str, list[str]] = defaultdict(list)
-    for path, (info, _, _) in accepted.items():
-        by_cube[info.cube_id].append(path)
-    plans = [_plan_cube(Cube(store, cube_id), [accepted[p][0] for p in members], reports, catalog)
-             for cube_id, members in sorted(by_cube.items())]
-    tasks = [(cube, chunk, sorted(slots), store.storage_options) for cube, placed, _ in plans
-             for chunk, slots in sorted(_by_chunk(cube, placed).items())]
+    # 3. place cadences in cubes, then one task per (cube, time chunk) copies its
+    #    files to the raw zone and writes their pixels, reading each file once
+    by_cube: dict[str, list[StackInfo]] = defaultdict(list)
+    for info in accepted.values():
+        by_cube[info.cube_id].append(info)
+    plans = [_plan_cube(Cube(store, cube_id), infos, reports, catalog)
+             for cube_id, infos in sorted(by_cube.items())]
+    tasks = []
+    for cube, placed, _ in plans:
+        owned: set[str] = set()
+        for chunk, slots in sorted(_by_chunk(cube, placed).items()):
+            slots = sorted(slots)
+            mine = {p for _, p, _ in slots} - owned
+            owned |= mine
+            copies = {p: Store.raw_key(accepted[p].name, accepted[p].sector, accepted[p].camera,
+                                       accepted[p].ccd) for p in sorted(mine)}
+            tasks.append((cube, chunk, slots, copies))
+    lap("plan")
     failed: dict[str, TessFileError] = {}
-    for _, result in _run(client, _write_chunk, tasks, "pixels", progress,
-                          key=lambda t: (t[0].cube_id, t[1])):
-        failed.update(result)
+    stored: dict[str, tuple[str, int]] = {}
+    for _, (task_failed, task_stored) in _run(client, _write_chunk, tasks, "pixels", progress,
+                                              key=lambda t: (t[0].cube_id, t[1])):
+        failed.update(task_failed)
+        stored.update(task_stored)
+    lap("pixels")
 
     # 4. catalog
     bytes_read = 0
     for cube, placed, repaired in plans:
-        docs = []
-        bad_slots = []
+        docs, bad_slots = [], []
         for info, rows, indices in placed:
             report = reports[info.path]
             if info.path in failed:
                 _reject(catalog, report, failed[info.path].problem, str(failed[info.path]))
                 bad_slots.extend(indices)
                 continue
-            _, checksum, size = accepted[info.path]
+            checksum, size = stored[info.path]
             bytes_read += size
             docs.extend(_frame_docs(info, rows, indices, cube, checksum, size))
             report.status = "repaired" if info.path in repaired else "ingested"
@@ -141,25 +161,44 @@ def ingest(inputs: Iterable[str], store: Store, catalog: Catalog, client: Client
             cube.set_quality(bad_slots, UNUSABLE_BIT)
         catalog.upsert_frames(docs)
     cubes = {cube.cube_id: len(cube.coords()["time"]) for cube, _, _ in plans}
-    return IngestReport([reports[p] for p in paths], cubes, _time.perf_counter() - started, bytes_read)
+    lap("catalog")
+    return IngestReport([reports[p] for p in paths], cubes, _time.perf_counter() - started,
+                        bytes_read, timings)
 
 
 # -- driver-side decisions ------------------------------------------------------------------
-def _screen(scanned, catalog: Catalog, reports) -> dict:
-    """Drop files already ingested (same name and checksum: duplicates) and refuse
-    different files reusing an ingested name."""
-    known = catalog.ingested_files({info.name for info, _, _ in scanned.values()})
-    accepted, seen = {}, {}
-    for path, (info, checksum, size) in scanned.items():
+def _name_clashes(scanned: dict[str, StackInfo], catalog: Catalog) -> list[str]:
+    """Files whose name is already ingested or appears twice in this batch: only
+    their bytes can tell a harmless repeat from a different file."""
+    counts: dict[str, int] = defaultdict(int)
+    for info in scanned.values():
+        counts[info.name] += 1
+    known = catalog.ingested_files(list(counts))
+    return [p for p, info in scanned.items() if info.name in known or counts[info.name] > 1]
+
+
+def _screen(scanned, checksums, catalog: Catalog, reports) -> dict[str, StackInfo]:
+    """Drop files already ingested (same name and bytes) and refuse different files
+    that reuse an ingested name."""
+    known = catalog.ingested_files({info.name for info in scanned.values()})
+    accepted: dict[str, StackInfo] = {}
+    first_of: dict[str, str] = {}
+    for path, info in scanned.items():
         report = reports[path]
-        if info.name in seen and seen[info.name] == checksum or known.get(info.name) == checksum:
-            report.status, report.cube, report.cadences = "duplicate", info.cube_id, info.n_cadences
-        elif info.name in seen or info.name in known:
-            _reject(catalog, report, "conflict",
-                    f"{path}: a different file named {info.name} was already ingested")
-        else:
-            seen[info.name] = checksum
-            accepted[path] = (info, checksum, size)
+        checksum = checksums.get(path)
+        if isinstance(checksum, Exception):
+            _reject(catalog, report, "unreadable", f"{path}: {checksum}")
+            continue
+        if info.name in known or info.name in first_of:
+            earlier = known.get(info.name) or checksums.get(first_of.get(info.name))
+            if checksum == earlier:
+                report.status, report.cube, report.cadences = "duplicate", info.cube_id, info.n_cadences
+            else:
+                _reject(catalog, report, "conflict",
+                        f"{path}: a different file named {info.name} was already ingested")
+            continue
+        first_of[info.name] = path
+        accepted[path] = info
     return accepted
 
 
@@ -274,59 +313,69 @@ def _options_for(path: str, store: Store) -> dict:
 def _scan(job):
     path, options = job
     try:
-        info = read_info(path, storage_options=options)
-        return info, _checksum(path, options), _size(path, options)
+        return read_info(path, storage_options=options)
     except TessFileError as exc:
         return exc
     except (OSError, ValueError) as exc:
         return TessFileError(path, "unreadable", str(exc))
 
 
-def _upload(job):
-    _, source, store, key, checksum = job
+def _hash(job):
+    path, options = job
     try:
-        return store.put_raw(source, key, checksum, _options_for(source, store))
-    except Exception as exc:  # reported per file; one failed copy must not stop the run
+        return hashlib.sha256(_read_bytes(path, options)).hexdigest()
+    except OSError as exc:
         return exc
 
 
-def _write_chunk(task) -> dict[str, TessFileError]:
-    """Read the files of one (cube, time chunk) and write its pixels: every maximal run
-    of consecutive cube indices is one region write of whole frames."""
-    cube, _, slots, options = task
-    stacks, failed = {}, {}
-    for path in dict.fromkeys(p for _, p, _ in slots):
+def _read_bytes(path: str, options: dict) -> bytes:
+    with fsspec.open(path, "rb", **options) as f:
+        return f.read()
+
+
+def _write_chunk(task):
+    """One (cube, time chunk): read each of its files once — hashing and copying to
+    the raw zone the files this task owns, parsing pixels from the same bytes straight
+    into the chunk's block — then write every maximal run of consecutive cube indices
+    as one region of whole frames. Returns ({path: error} for files that failed,
+    {path: (sha256, size)} for the copies made)."""
+    cube, _, slots, copies = task
+    shape = tuple(cube.group("r").attrs["shape"])
+    flux = np.empty((len(slots), *shape), np.float32)
+    err = np.empty_like(flux)
+    rows_of: dict[str, list[int]] = defaultdict(list)
+    for j, (_, path, _) in enumerate(slots):
+        rows_of[path].append(j)
+    failed, stored = {}, {}
+    for path, positions in rows_of.items():
         try:
-            stacks[path] = read(path, storage_options=options if "://" in path else None)
+            data = _read_bytes(path, _options_for(path, cube.store))
+            if path in copies:
+                checksum = hashlib.sha256(data).hexdigest()
+                cube.store.put_raw(data, copies[path], checksum, name=path)
+                stored[path] = (checksum, len(data))
+            if len(positions) == 1 and slots[positions[0]][2] == 0:
+                j = positions[0]
+                read(path, data=data, out=(flux[j:j + 1], err[j:j + 1]))
+            else:
+                stack = read(path, data=data)
+                for j in positions:
+                    flux[j], err[j] = stack.flux[slots[j][2]], stack.flux_err[slots[j][2]]
         except TessFileError as exc:
             failed[path] = exc
+        except RawConflict as exc:
+            failed[path] = TessFileError(path, "conflict", str(exc))
         except (OSError, ValueError) as exc:
             failed[path] = TessFileError(path, "unreadable", str(exc))
-    good = [(i, p, r) for i, p, r in slots if p in stacks]
-    run: list = []
-    for slot in good + [None]:
-        if run and (slot is None or slot[0] != run[-1][0] + 1):
-            flux = np.stack([stacks[p].flux[r] for _, p, r in run])
-            err = np.stack([stacks[p].flux_err[r] for _, p, r in run])
-            cube.write(run[0][0], flux, err)
-            run = []
-        if slot is not None:
-            run.append(slot)
-    return failed
-
-
-def _size(path: str, options: dict) -> int:
-    if "://" not in path:
-        return os.path.getsize(path)
-    fs, p = url_to_fs(path, **options)
-    return int(fs.size(p))
-
-
-def _checksum(path: str, options: dict) -> str:
-    if "://" not in path:
-        return file_checksum(path)
-    fs, p = url_to_fs(path, **options)
-    return file_checksum(p, fs)
+    start = None
+    for j, (index, path, _) in enumerate(slots + [(None, None, None)]):
+        ends_run = path is None or path in failed or (start is not None and index != slots[j - 1][0] + 1)
+        if start is not None and ends_run:
+            cube.write(slots[start][0], flux[start:j], err[start:j])
+            start = None
+        if path is not None and path not in failed and start is None:
+            start = j
+    return failed, stored
 
 
 def _run(client: Client, fn, items: list, stage: str, progress: Progress, key=lambda item: item):

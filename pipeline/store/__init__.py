@@ -1,6 +1,6 @@
 """The object store (raw, staging and curated zones) and the zarr cubes in it."""
 
-from pipeline.store.cube import Cube, chunking
+from pipeline.store.cube import COMPRESSORS, Cube, chunking
 from pipeline.store.objects import ZONES, RawConflict, Store, file_checksum
 
-__all__ = ["Cube", "RawConflict", "Store", "ZONES", "chunking", "file_checksum"]
+__all__ = ["COMPRESSORS", "Cube", "RawConflict", "Store", "ZONES", "chunking", "file_checksum"]

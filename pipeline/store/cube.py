@@ -15,6 +15,7 @@ import math
 import numpy as np
 import xarray as xr
 import zarr
+from zarr.codecs import BloscCodec
 from zarr.storage import FsspecStore, LocalStore
 
 from pipeline.store.objects import Store
@@ -24,6 +25,10 @@ MIN_CHUNK_BYTES = 1 << 20
 MAX_TIME_CHUNK = 4096
 PIXEL_ARRAYS = ("flux", "flux_err")
 COORDS = {"time": "float64", "cadenceno": "int64", "quality": "int32"}
+# Byte-shuffled zstd at level 1: on simulated full frames it stores float32 flux at
+# 1.68x (zarr's default zstd: 1.34x) and reads fastest; lz4 writes faster but
+# stores 1.59x. Every cube array uses it, so stages writing new arrays import it.
+COMPRESSORS = (BloscCodec(cname="zstd", clevel=1, shuffle="shuffle"),)
 _FILL = {"float64": np.nan, "float32": np.nan, "int64": -1, "int32": 0}
 
 
@@ -70,10 +75,10 @@ class Cube:
         group = zarr.open_group(self.zarr_store(), mode="w-", zarr_format=3, attributes=attrs)
         for name in PIXEL_ARRAYS:
             group.create_array(name, shape=(0, *shape), chunks=(t, r, c), dtype="float32",
-                               fill_value=np.nan, dimension_names=("time", "row", "col"))
+                               fill_value=np.nan, compressors=COMPRESSORS, dimension_names=("time", "row", "col"))
         for name, dtype in COORDS.items():
             group.create_array(name, shape=(0,), chunks=(t,), dtype=dtype,
-                               fill_value=_FILL[dtype], dimension_names=("time",))
+                               fill_value=_FILL[dtype], compressors=COMPRESSORS, dimension_names=("time",))
         return group
 
     @property

@@ -68,24 +68,28 @@ class Store:
     def raw_key(name: str, sector: int, camera: int, ccd: int) -> str:
         return f"raw/s{sector:04d}/{camera}-{ccd}/{name}"
 
-    def put_raw(self, source: str, key: str, checksum: str,
-                source_options: dict | None = None) -> str:
-        """Copy ``source`` (a local path or fsspec URL, opened with ``source_options``)
-        to ``key`` unless the same file is already there. Returns "uploaded" or
-        "duplicate"; raises RawConflict when a different file holds the name."""
+    def put_raw(self, source: str | bytes, key: str, checksum: str,
+                source_options: dict | None = None, name: str | None = None) -> str:
+        """Copy ``source`` (the file's bytes, or a local path or fsspec URL opened with
+        ``source_options``) to ``key`` unless the same file is already there. Returns
+        "uploaded" or "duplicate"; raises RawConflict when a different file holds the
+        name. ``name`` names the source in messages when it is bytes."""
         target = self.path(key)
         if self.fs.exists(target):
             if file_checksum(target, self.fs) == checksum:
                 return "duplicate"
-            raise RawConflict(f"{source}: a different file named {posixpath.basename(key)} "
-                              f"is already in the raw zone at {key}")
+            raise RawConflict(f"{name or source}: a different file named "
+                              f"{posixpath.basename(key)} is already in the raw zone at {key}")
         partial = f"{target}.partial"
         if self.is_local:
             self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
-        with fsspec.open(source, "rb", **(source_options or {})) as src, \
-                self.fs.open(partial, "wb") as dst:
-            while block := src.read(_HASH_BLOCK):
-                dst.write(block)
+        with self.fs.open(partial, "wb") as dst:
+            if isinstance(source, (bytes, bytearray, memoryview)):
+                dst.write(source)
+            else:
+                with fsspec.open(source, "rb", **(source_options or {})) as src:
+                    while block := src.read(_HASH_BLOCK):
+                        dst.write(block)
         self.fs.mv(partial, target)  # readers never see a half-written original
         return "uploaded"
 
