@@ -7,7 +7,7 @@ import contextlib
 import sys
 from pathlib import Path
 
-from pipeline.config import Settings
+from pipeline.config import Settings, SettingsError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,6 +18,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args) or 0
+    except SettingsError as exc:
+        print(f"tess-pipeline: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

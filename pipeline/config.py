@@ -27,6 +27,10 @@ _FIELDS = {
 DEFAULT_STORE = "./tess-data"
 
 
+class SettingsError(ValueError):
+    """A settings file that is missing, unreadable or names unknown settings."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Where things live. Empty ``mongo_url``/``scheduler`` mean the embedded defaults:
@@ -75,10 +79,10 @@ def _read_file(path: Path) -> dict[str, str]:
         with open(path, "rb") as f:
             data = tomllib.load(f)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: settings file not found") from None
+        raise SettingsError(f"{path}: settings file not found") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path}: not a valid TOML settings file: {exc}") from None
+        raise SettingsError(f"{path}: not a valid TOML settings file: {exc}") from None
     unknown = set(data) - set(_FIELDS)
     if unknown:
-        raise ValueError(f"{path}: unknown settings {sorted(unknown)}; known: {sorted(_FIELDS)}")
+        raise SettingsError(f"{path}: unknown settings {sorted(unknown)}; known: {sorted(_FIELDS)}")
     return {k: str(v) for k, v in data.items()}
