@@ -352,7 +352,8 @@ def _write_chunk(task):
             data = _read_bytes(path, _options_for(path, cube.store))
             if path in copies:
                 checksum = hashlib.sha256(data).hexdigest()
-                cube.store.put_raw(data, copies[path], checksum, name=path)
+                local_copy = cube.store.is_local and "://" not in path
+                cube.store.put_raw(path if local_copy else data, copies[path], checksum, name=path)
                 stored[path] = (checksum, len(data))
             if len(positions) == 1 and slots[positions[0]][2] == 0:
                 j = positions[0]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
+import shutil
 
 import fsspec
 from fsspec.core import url_to_fs
@@ -83,15 +84,21 @@ class Store:
         partial = f"{target}.partial"
         if self.is_local:
             self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
-        with self.fs.open(partial, "wb") as dst:
+        if self.is_local and isinstance(source, str) and "://" not in source:
+            shutil.copyfile(source, partial)  # in the kernel: no pass through Python
+        else:
+            self._write_from(source, partial, source_options)
+        self.fs.mv(partial, target)  # readers never see a half-written original
+        return "uploaded"
+
+    def _write_from(self, source, target: str, source_options: dict | None) -> None:
+        with self.fs.open(target, "wb") as dst:
             if isinstance(source, (bytes, bytearray, memoryview)):
                 dst.write(source)
             else:
                 with fsspec.open(source, "rb", **(source_options or {})) as src:
                     while block := src.read(_HASH_BLOCK):
                         dst.write(block)
-        self.fs.mv(partial, target)  # readers never see a half-written original
-        return "uploaded"
 
 
 def file_checksum(path: str, fs=None) -> str:
