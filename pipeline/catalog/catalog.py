@@ -53,6 +53,11 @@ class Catalog:
         self.client = pymongo.MongoClient(url, serverSelectionTimeoutMS=timeout_ms, tz_aware=True)
         self.db = self.client[database]
 
+    def __reduce__(self):
+        """Pickled for Dask tasks as a new connection to the same database; only the
+        process that started an embedded server ever stops it."""
+        return (Catalog, (self.url, self.db.name))
+
     frames = property(lambda self: self.db["frames"])
     apertures = property(lambda self: self.db["apertures"])
     lightcurves = property(lambda self: self.db["lightcurves"])

@@ -23,8 +23,9 @@ import time as _time
 from collections import defaultdict
 from typing import Callable, Iterable
 
-import numpy as np
+import dask
 import fsspec
+import numpy as np
 from distributed import Client, as_completed
 
 from pipeline.catalog import Catalog
@@ -84,14 +85,66 @@ def expand_inputs(inputs: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+@dataclasses.dataclass
+class IngestPlan:
+    """What an ingest will do, decided on the driver from the files' headers: which
+    files are accepted, where each cadence goes in its cube (the cubes are already
+    extended), and one pixel task per (cube, time chunk). ``graph`` turns it into
+    Dask tasks, so it can be one part of a larger graph (``pipeline.graph``)."""
+
+    store: Store
+    paths: list[str]
+    reports: dict[str, FileReport]
+    cubes: list[tuple[Cube, list, set]]        # (cube, [(info, rows, indices)], repaired)
+    tasks: list[tuple]                         # (cube, chunk, slots, copies)
+    timings: dict[str, float]
+    started: float
+
+    @property
+    def cube_ids(self) -> list[str]:
+        return [cube.cube_id for cube, _, _ in self.cubes]
+
+    def pixel_tasks(self, token: str = "") -> list:
+        """One Delayed per pixel task, keyed ``ingest-pixels-<cube>-<chunk>``."""
+        token = token or dask.base.tokenize(self.paths, _time.time_ns())
+        return [dask.delayed(_write_chunk, pure=False)(
+                    task, dask_key_name=f"ingest-pixels-{task[0].cube_id}-{task[1]}-{token}")
+                for task in self.tasks]
+
+    def graph(self, catalog: Catalog, token: str = ""):
+        """The whole remaining ingest as one Delayed whose result is the IngestReport:
+        the pixel tasks, then one task recording frames and failures in the catalog."""
+        token = token or dask.base.tokenize(self.paths, _time.time_ns())
+        return dask.delayed(_record, pure=False)(
+            self, catalog, self.pixel_tasks(token), dask_key_name=f"ingest-record-{token}")
+
+
 def ingest(inputs: Iterable[str], store: Store, catalog: Catalog, client: Client,
            progress: Progress | None = None) -> IngestReport:
+    """Ingest files (or folders of them): plan on the driver, then run the pixel tasks
+    and the catalog record on the cluster."""
+    progress = progress or (lambda stage, done, total: None)
+    plan = plan_ingest(inputs, store, catalog, client, progress)
+    futures = client.compute(plan.pixel_tasks())
+    done = 0
+    progress("pixels", 0, len(futures))
+    for _ in as_completed(futures):
+        done += 1
+        progress("pixels", done, len(futures))
+    plan.timings["pixels"] = _time.perf_counter() - plan.started - sum(plan.timings.values())
+    return client.submit(_record, plan, catalog, futures, pure=False).result()
+
+
+def plan_ingest(inputs: Iterable[str], store: Store, catalog: Catalog, client: Client,
+                progress: Progress | None = None) -> IngestPlan:
+    """Scan headers (on the cluster), screen duplicates and conflicts, and place every
+    accepted cadence in its cube. Rejections are recorded in the catalog here."""
     started = _time.perf_counter()
     paths = expand_inputs(inputs)
     reports: dict[str, FileReport] = {p: FileReport(p, "rejected", name=_name(p)) for p in paths}
     progress = progress or (lambda stage, done, total: None)
     timings: dict[str, float] = {}
-    clock = _time.perf_counter()
+    clock = started
 
     def lap(phase: str) -> None:
         nonlocal clock
@@ -116,15 +169,15 @@ def ingest(inputs: Iterable[str], store: Store, catalog: Catalog, client: Client
     accepted = _screen(scanned, checksums, catalog, reports)
     lap("verify")
 
-    # 3. place cadences in cubes, then one task per (cube, time chunk) copies its
-    #    files to the raw zone and writes their pixels, reading each file once
+    # 3. place cadences in cubes; one task per (cube, time chunk) will copy its files
+    #    to the raw zone and write their pixels, reading each file once
     by_cube: dict[str, list[StackInfo]] = defaultdict(list)
     for info in accepted.values():
         by_cube[info.cube_id].append(info)
-    plans = [_plan_cube(Cube(store, cube_id), infos, reports, catalog)
+    cubes = [_plan_cube(Cube(store, cube_id), infos, reports, catalog)
              for cube_id, infos in sorted(by_cube.items())]
     tasks = []
-    for cube, placed, _ in plans:
+    for cube, placed, _ in cubes:
         owned: set[str] = set()
         for chunk, slots in sorted(_by_chunk(cube, placed).items()):
             slots = sorted(slots)
@@ -134,17 +187,21 @@ def ingest(inputs: Iterable[str], store: Store, catalog: Catalog, client: Client
                                        accepted[p].ccd) for p in sorted(mine)}
             tasks.append((cube, chunk, slots, copies))
     lap("plan")
+    return IngestPlan(store, paths, reports, cubes, tasks, timings, started)
+
+
+def _record(plan: IngestPlan, catalog: Catalog, results) -> IngestReport:
+    """After the pixel tasks: frame documents for what was written, rejections (and
+    the unusable-cadence flag) for what failed."""
+    clock = _time.perf_counter()
     failed: dict[str, TessFileError] = {}
     stored: dict[str, tuple[str, int]] = {}
-    for _, (task_failed, task_stored) in _run(client, _write_chunk, tasks, "pixels", progress,
-                                              key=lambda t: (t[0].cube_id, t[1])):
+    for task_failed, task_stored in results:
         failed.update(task_failed)
         stored.update(task_stored)
-    lap("pixels")
-
-    # 4. catalog
+    reports = plan.reports
     bytes_read = 0
-    for cube, placed, repaired in plans:
+    for cube, placed, repaired in plan.cubes:
         docs, bad_slots = [], []
         for info, rows, indices in placed:
             report = reports[info.path]
@@ -160,10 +217,10 @@ def ingest(inputs: Iterable[str], store: Store, catalog: Catalog, client: Client
         if bad_slots:
             cube.set_quality(bad_slots, UNUSABLE_BIT)
         catalog.upsert_frames(docs)
-    cubes = {cube.cube_id: len(cube.coords()["time"]) for cube, _, _ in plans}
-    lap("catalog")
-    return IngestReport([reports[p] for p in paths], cubes, _time.perf_counter() - started,
-                        bytes_read, timings)
+    cubes = {cube.cube_id: len(cube.coords()["time"]) for cube, _, _ in plan.cubes}
+    timings = {**plan.timings, "catalog": _time.perf_counter() - clock}
+    return IngestReport([reports[p] for p in plan.paths], cubes,
+                        _time.perf_counter() - plan.started, bytes_read, timings)
 
 
 # -- driver-side decisions ------------------------------------------------------------------
