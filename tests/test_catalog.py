@@ -73,3 +73,17 @@ def test_connect_uses_configured_url(mongo_server):
     finally:
         cat.close()
     assert mongo_server.alive()  # closing a client never stops a server it did not start
+
+
+def test_in_memory_server_leaves_no_trace(tmp_path):
+    """The server deletes its pid file on exit; it must never be handed a shared path
+    (it once was /dev/null, which a root process then removed)."""
+    import os
+    import stat
+
+    with EmbeddedMongo("memory") as server:
+        scratch = server._scratch
+        assert os.path.exists(server.pid_path)
+        pymongo.MongoClient(server.url).tess.frames.insert_one({"file": "x"})
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
+    assert not os.path.exists(scratch)

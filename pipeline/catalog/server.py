@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,10 +39,14 @@ class EmbeddedMongo:
         self.host = host
         self.port = port or free_port(host)
         in_memory = self.data_dir == "memory"
-        if not in_memory:
-            Path(self.data_dir).mkdir(parents=True, exist_ok=True)
-        self.log_path = str(log_path or (
-            os.path.join(self.data_dir, "server.log") if not in_memory else os.devnull))
+        # The server removes its pid file when it stops, so it must never be a shared
+        # path such as /dev/null: an in-memory server keeps its files in a private
+        # folder of its own.
+        self._scratch = tempfile.mkdtemp(prefix="nx27017-") if in_memory else None
+        files_dir = self._scratch or self.data_dir
+        Path(files_dir).mkdir(parents=True, exist_ok=True)
+        self.pid_path = os.path.join(files_dir, "server.pid")
+        self.log_path = str(log_path or os.path.join(files_dir, "server.log"))
         self._proc: subprocess.Popen | None = None
         self._start(startup_timeout)
 
@@ -54,10 +59,9 @@ class EmbeddedMongo:
         if exe is None:
             raise RuntimeError("nx-27017 is not installed: pip install nx-27017 "
                                "(or set TESS_MONGO_URL to a MongoDB server)")
-        pid_file = os.path.join(self.data_dir, "server.pid") if self.data_dir != "memory" else os.devnull
         self._proc = subprocess.Popen(
             [exe, "--host", self.host, "-p", str(self.port), "--data-dir", self.data_dir,
-             "--log-file", self.log_path, "--pid-file", pid_file],
+             "--log-file", self.log_path, "--pid-file", self.pid_path],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         atexit.register(self.stop)
         deadline = time.monotonic() + timeout
@@ -89,6 +93,8 @@ class EmbeddedMongo:
             proc.wait()
         if proc.stderr:
             proc.stderr.close()
+        if self._scratch:
+            shutil.rmtree(self._scratch, ignore_errors=True)
 
     def __enter__(self) -> "EmbeddedMongo":
         return self
