@@ -17,20 +17,19 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import glob
-import hashlib
 import os
 import time as _time
 from collections import defaultdict
 from typing import Callable, Iterable
 
 import dask
-import fsspec
 import numpy as np
 from distributed import Client, as_completed
 
 from pipeline.catalog import Catalog
-from pipeline.io import StackInfo, TessFileError, read, read_info
-from pipeline.store import Cube, RawConflict, Store
+from pipeline.io import StackInfo, TessFileError
+from pipeline.stages.ingest_tasks import hash_file, options_for, scan, write_chunk
+from pipeline.store import Cube, Store
 
 FITS_PATTERNS = ("*.fits", "*.fits.gz", "*.fit", "*.fts")
 # A cadence whose pixels turned out unusable after its slot in the cube was made is
@@ -107,7 +106,7 @@ class IngestPlan:
     def pixel_tasks(self, token: str = "") -> list:
         """One Delayed per pixel task, keyed ``ingest-pixels-<cube>-<chunk>``."""
         token = token or dask.base.tokenize(self.paths, _time.time_ns())
-        return [dask.delayed(_write_chunk, pure=False)(
+        return [dask.delayed(write_chunk, pure=False)(
                     task, dask_key_name=f"ingest-pixels-{task[0].cube_id}-{task[1]}-{token}")
                 for task in self.tasks]
 
@@ -154,8 +153,8 @@ def plan_ingest(inputs: Iterable[str], store: Store, catalog: Catalog, client: C
 
     # 1. scan headers
     scanned: dict[str, StackInfo] = {}
-    scan_jobs = [(path, _options_for(path, store)) for path in paths]
-    for path, result in _run(client, _scan, scan_jobs, "scan", progress, key=lambda j: j[0]):
+    scan_jobs = [(path, options_for(path, store)) for path in paths]
+    for path, result in _run(client, scan, scan_jobs, "scan", progress, key=lambda j: j[0]):
         if isinstance(result, TessFileError):
             _reject(catalog, reports[path], result.problem, str(result))
         else:
@@ -164,8 +163,8 @@ def plan_ingest(inputs: Iterable[str], store: Store, catalog: Catalog, client: C
 
     # 2. names seen before: same bytes → duplicate, other bytes → conflict
     suspects = _name_clashes(scanned, catalog)
-    hash_jobs = [(path, _options_for(path, store)) for path in suspects]
-    checksums = dict(_run(client, _hash, hash_jobs, "verify", progress, key=lambda j: j[0]))
+    hash_jobs = [(path, options_for(path, store)) for path in suspects]
+    checksums = dict(_run(client, hash_file, hash_jobs, "verify", progress, key=lambda j: j[0]))
     accepted = _screen(scanned, checksums, catalog, reports)
     lap("verify")
 
@@ -358,82 +357,6 @@ def _reject(catalog: Catalog, report: FileReport, problem: str, error: str) -> N
 
 def _name(path: str) -> str:
     return os.path.basename(path.rstrip("/"))
-
-
-# -- tasks (run on workers) -----------------------------------------------------------------
-def _options_for(path: str, store: Store) -> dict:
-    """Inputs in the store's own object store (e.g. files injected into its raw zone)
-    are read with the store's credentials; local paths need none."""
-    return store.storage_options if path.startswith(f"{store.protocol}://") else {}
-
-
-def _scan(job):
-    path, options = job
-    try:
-        return read_info(path, storage_options=options)
-    except TessFileError as exc:
-        return exc
-    except (OSError, ValueError) as exc:
-        return TessFileError(path, "unreadable", str(exc))
-
-
-def _hash(job):
-    path, options = job
-    try:
-        return hashlib.sha256(_read_bytes(path, options)).hexdigest()
-    except OSError as exc:
-        return exc
-
-
-def _read_bytes(path: str, options: dict) -> bytes:
-    with fsspec.open(path, "rb", **options) as f:
-        return f.read()
-
-
-def _write_chunk(task):
-    """One (cube, time chunk): read each of its files once — hashing and copying to
-    the raw zone the files this task owns, parsing pixels from the same bytes straight
-    into the chunk's block — then write every maximal run of consecutive cube indices
-    as one region of whole frames. Returns ({path: error} for files that failed,
-    {path: (sha256, size)} for the copies made)."""
-    cube, _, slots, copies = task
-    shape = tuple(cube.group("r").attrs["shape"])
-    flux = np.empty((len(slots), *shape), np.float32)
-    err = np.empty_like(flux)
-    rows_of: dict[str, list[int]] = defaultdict(list)
-    for j, (_, path, _) in enumerate(slots):
-        rows_of[path].append(j)
-    failed, stored = {}, {}
-    for path, positions in rows_of.items():
-        try:
-            data = _read_bytes(path, _options_for(path, cube.store))
-            if path in copies:
-                checksum = hashlib.sha256(data).hexdigest()
-                local_copy = cube.store.is_local and "://" not in path
-                cube.store.put_raw(path if local_copy else data, copies[path], checksum, name=path)
-                stored[path] = (checksum, len(data))
-            if len(positions) == 1 and slots[positions[0]][2] == 0:
-                j = positions[0]
-                read(path, data=data, out=(flux[j:j + 1], err[j:j + 1]))
-            else:
-                stack = read(path, data=data)
-                for j in positions:
-                    flux[j], err[j] = stack.flux[slots[j][2]], stack.flux_err[slots[j][2]]
-        except TessFileError as exc:
-            failed[path] = exc
-        except RawConflict as exc:
-            failed[path] = TessFileError(path, "conflict", str(exc))
-        except (OSError, ValueError) as exc:
-            failed[path] = TessFileError(path, "unreadable", str(exc))
-    start = None
-    for j, (index, path, _) in enumerate(slots + [(None, None, None)]):
-        ends_run = path is None or path in failed or (start is not None and index != slots[j - 1][0] + 1)
-        if start is not None and ends_run:
-            cube.write(slots[start][0], flux[start:j], err[start:j])
-            start = None
-        if path is not None and path not in failed and start is None:
-            start = j
-    return failed, stored
 
 
 def _run(client: Client, fn, items: list, stage: str, progress: Progress, key=lambda item: item):
