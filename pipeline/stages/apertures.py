@@ -1,0 +1,594 @@
+"""Apertures: the sum image of a corrected cube → K2P2 star apertures → ``apertures``.
+
+The method is TASOC's K2P2 (``kernels.k2p2``; DESIGN §4). The stage:
+
+1. one Dask task reads the cube's ``sumimage`` (written by the background stage) and
+   computes the significance cut once for the whole CCD, so every tile uses the same;
+2. one task per tile (default 512×512) reads its tile plus a halo and segments it.
+   An aperture belongs to the tile holding the pixel of its flux-weighted centroid.
+   Only apertures of DBSCAN clusters that lie wholly inside the window (with the
+   kernel's guard band) are kept; when a cluster cut by the window reaches the tile,
+   the task widens its halo (doubling, up to the whole image) and segments again. So
+   the aperture set is exactly the whole-image result, whatever the tile size;
+3. the driver adds RA/Dec (WCS of the cube's first good frame) and the matched
+   catalog star, and replaces the cube's apertures in the catalog at once (one
+   transaction where the server supports them; else upserts by label then removal
+   of the previous run's leftovers — never a duplicate, as the label is unique).
+
+Labels are integers ``row * 10000 + col`` of the aperture's brightest pixel in CCD
+science coordinates: deterministic and independent of the tiling.
+
+    report = run_apertures(store, catalog, "s0014-1-1", client, tile=512,
+                           stars="stars.csv")           # or a Table, or "catalog"
+    labels, rows, cols = aperture_pixels(catalog, 14, 1, 1)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import math
+import os
+import time as _time
+import uuid
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pymongo
+from distributed import Client, as_completed
+from pymongo import ReplaceOne
+
+from kernels import k2p2
+from pipeline.catalog import Catalog
+from pipeline.store import Cube, Store
+
+TILE = 512
+HALO = 32                   # px; widened on demand (largest saturated stars, long blends)
+LABEL_BASE = 10000          # label = row * LABEL_BASE + col of the brightest pixel
+STAR_MARGIN = 8             # px: stars this far outside a window can still claim its peaks
+BAD_QUALITY = 1 | 2 | 4 | 8 | 32 | 64 | 128 | 4096   # DESIGN §4 default bitmask
+METHOD = "k2p2"
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Parameters:
+    """K2P2 parameters (DESIGN §4; TASOC AperturePhotometry's values)."""
+
+    thresh: float = 0.8              # cut = mode + thresh · 1.4826 · MAD below the mode
+    trim: float = 0.15               # brightest share left out of the mode's KDE
+    flux_limit: float = 7.0e4        # e-/s: values at or above are left out of the KDE
+    positive_only: bool = False      # TASOC keeps only values > 0 for the threshold
+    min_samples: int = 4             # DBSCAN min_samples (eps = √2: the 3×3 box)
+    blur_sigma: float = 0.5          # px, Gaussian blur of the watershed markers' image
+    ws_thres: float = 0.0            # markers above this share of the cluster's peak
+    min_pixels: int = 4              # smaller apertures are dropped
+    extend_overflow: bool = True     # add bleed columns of saturated stars
+    saturation_tmag: float = 7.0     # catalog: wider claims and bleed extension below
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class AperturesReport:
+    cube_id: str
+    sector: int
+    camera: int
+    ccd: int
+    n_apertures: int
+    cut: float
+    mode: float
+    sigma: float
+    bandwidth: float
+    tile: int
+    n_tiles: int
+    widened: int                      # tiles that had to widen their halo
+    max_halo: int
+    n_stars: int                      # catalog stars on the cube (0: no catalog)
+    n_matched: int                    # apertures with a catalog star
+    run: str
+    write_mode: str                   # "transaction" | "upsert"
+    removed: int                      # documents of earlier runs removed
+    seconds: float = 0.0
+    timings: dict = dataclasses.field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return (f"<AperturesReport {self.cube_id}: {self.n_apertures} apertures "
+                f"(cut {self.cut:.4g} e-/s) from {self.n_tiles} tiles of {self.tile} px "
+                f"in {self.seconds:.1f} s>")
+
+
+# ============================================================ tiling (pure numpy)
+def tiles_of(shape, tile: int) -> list[tuple[int, int, int, int]]:
+    """Core rectangles (r0, r1, c0, c1) covering an image of ``shape``."""
+    nr, nc = shape
+    return [(r, min(r + tile, nr), c, min(c + tile, nc))
+            for r in range(0, nr, tile) for c in range(0, nc, tile)]
+
+
+def segment_tile(read, shape, core, cut, params: Parameters, stars=None, halo: int = HALO):
+    """Apertures owned by the tile ``core`` = (r0, r1, c0, c1) of an image of
+    ``shape``; ``read(r0, r1, c0, c1)`` returns that window as an array.
+
+    ``stars``: (rows, cols, tmag, index) arrays in image coordinates or None.
+    Returns (list of aperture dicts in image coordinates, halo used, windows tried)."""
+    nr, nc = shape
+    r0, r1, c0, c1 = core
+    tries = 0
+    while True:
+        tries += 1
+        w0, w1 = max(r0 - halo, 0), min(r1 + halo, nr)
+        v0, v1 = max(c0 - halo, 0), min(c1 + halo, nc)
+        window = np.ascontiguousarray(read(w0, w1, v0, v1), dtype=np.float64)
+        open_edges = np.array([w0 > 0, w1 < nr, v0 > 0, v1 < nc], dtype=np.bool_)
+        if stars is not None:
+            near = ((stars[0] > w0 - STAR_MARGIN) & (stars[0] < w1 + STAR_MARGIN)
+                    & (stars[1] > v0 - STAR_MARGIN) & (stars[1] < v1 + STAR_MARGIN))
+            local = (stars[0][near] - w0, stars[1][near] - v0, stars[2][near])
+            s_idx = np.asarray(stars[3])[near]
+        else:
+            local, s_idx = None, np.empty(0, np.int64)
+        ap, n, ap_cluster, complete, clusters = k2p2.segment(
+            window, cut, open_edges, local, params.min_samples, params.blur_sigma,
+            params.ws_thres, params.min_pixels, params.extend_overflow, params.saturation_tmag)
+        if not open_edges.any() or complete[1:].all() or not _cut_cluster_reaches(
+                clusters, complete, (r0 - w0, r1 - w0, c0 - v0, c1 - v0)):
+            break
+        halo *= 2
+    block = _owned(ap, n, ap_cluster, complete, window, (r0 - w0, r1 - w0, c0 - v0, c1 - v0),
+                   local, s_idx)
+    block["rows"] += w0
+    block["cols"] += v0
+    block["crow"] += w0
+    block["ccol"] += v0
+    block["brow"] += w0
+    block["bcol"] += v0
+    return block, halo, tries
+
+
+def _cut_cluster_reaches(clusters, complete, core) -> bool:
+    """Does a cluster that the window cuts have pixels within (or a bounding box
+    crossing) the core? Then the core may own one of its apertures."""
+    bad = np.nonzero(~complete)[0]
+    bad = bad[bad > 0]
+    if not len(bad):
+        return False
+    r0, r1, c0, c1 = core
+    rr, cc = np.nonzero(np.isin(clusters, bad))
+    labs = clusters[rr, cc]
+    for q in np.unique(labs):
+        sel = labs == q
+        if (rr[sel].min() < r1 + 1 and rr[sel].max() >= r0 - 1
+                and cc[sel].min() < c1 + 1 and cc[sel].max() >= c0 - 1):
+            return True
+    return False
+
+
+BLOCK_FIELDS = ("n_pixels", "flux", "crow", "ccol", "brow", "bcol", "star", "n_stars")
+
+
+def _owned(ap, n, ap_cluster, complete, window, core, stars, star_index) -> dict:
+    """The apertures of the window that the core owns, as one block of arrays (cheap
+    to send between processes): ``offsets`` (n+1) into ``rows``/``cols``, and per
+    aperture n_pixels, flux, centroid crow/ccol, brightest pixel brow/bcol, the
+    index of its catalog star (−1: none) and how many catalog stars it holds."""
+    offsets, rows, cols, count, flux, crow, ccol, brow, bcol = k2p2.aperture_table(ap, n, window)
+    r0, r1, c0, c1 = core
+    u = np.arange(1, n + 1)
+    pr = np.floor(crow[1:] + 0.5)
+    pc = np.floor(ccol[1:] + 0.5)
+    keep = complete[ap_cluster[1:]] & (pr >= r0) & (pr < r1) & (pc >= c0) & (pc < c1)
+    u = u[keep]
+    star = np.full(n + 1, -1, np.int64)
+    n_stars = np.zeros(n + 1, np.int64)
+    if stars is not None and len(stars[0]):
+        s_row, s_col, s_mag = (np.asarray(a, dtype=np.float64) for a in stars)
+        s_pr = np.floor(s_row + 0.5).astype(np.int64)
+        s_pc = np.floor(s_col + 0.5).astype(np.int64)
+        nr, nc = ap.shape
+        on = (s_pr >= 0) & (s_pr < nr) & (s_pc >= 0) & (s_pc < nc)
+        star_ap = np.zeros(len(s_row), np.int64)
+        star_ap[on] = ap[s_pr[on], s_pc[on]]
+        hit = np.nonzero(star_ap > 0)[0]
+        n_stars += np.bincount(star_ap[hit], minlength=n + 1)
+        # the brightest star in each aperture (ties: the lower catalog index)
+        order = hit[np.lexsort((np.asarray(star_index)[hit], s_mag[hit], star_ap[hit]))]
+        first = np.ones(len(order), bool)
+        first[1:] = star_ap[order][1:] != star_ap[order][:-1]
+        star[star_ap[order][first]] = np.asarray(star_index)[order][first]
+    sizes = count[u]
+    out_offsets = np.zeros(len(u) + 1, np.int64)
+    np.cumsum(sizes, out=out_offsets[1:])
+    take = np.concatenate([np.arange(offsets[k], offsets[k + 1]) for k in u]) if len(u) else \
+        np.empty(0, np.int64)
+    return {"offsets": out_offsets, "rows": rows[take], "cols": cols[take],
+            "n_pixels": sizes.astype(np.int64), "flux": flux[u], "crow": crow[u], "ccol": ccol[u],
+            "brow": brow[u], "bcol": bcol[u], "star": star[u], "n_stars": n_stars[u]}
+
+
+def concat_blocks(blocks: list[dict]) -> dict:
+    """One block from many, ordered by label (the brightest pixel, row-major)."""
+    if not blocks:
+        return {"offsets": np.zeros(1, np.int64), "rows": np.empty(0, np.int64),
+                "cols": np.empty(0, np.int64), **{k: np.empty(0) for k in BLOCK_FIELDS}}
+    per = {k: np.concatenate([b[k] for b in blocks]) for k in BLOCK_FIELDS}
+    spans = [(b["offsets"][i], b["offsets"][i + 1], j) for j, b in enumerate(blocks)
+             for i in range(len(b["n_pixels"]))]
+    order = np.lexsort((per["bcol"], per["brow"]))
+    rows = np.concatenate([blocks[spans[i][2]]["rows"][spans[i][0]:spans[i][1]] for i in order]) \
+        if len(order) else np.empty(0, np.int64)
+    cols = np.concatenate([blocks[spans[i][2]]["cols"][spans[i][0]:spans[i][1]] for i in order]) \
+        if len(order) else np.empty(0, np.int64)
+    per = {k: v[order] for k, v in per.items()}
+    offsets = np.zeros(len(order) + 1, np.int64)
+    np.cumsum(per["n_pixels"], out=offsets[1:])
+    return {"offsets": offsets, "rows": rows, "cols": cols, **per}
+
+
+def records(block: dict) -> list[dict]:
+    """A block as one dict per aperture (image coordinates)."""
+    out = []
+    off = block["offsets"]
+    for i in range(len(block["n_pixels"])):
+        out.append({"rows": block["rows"][off[i]:off[i + 1]], "cols": block["cols"][off[i]:off[i + 1]],
+                    "n_pixels": int(block["n_pixels"][i]), "flux": float(block["flux"][i]),
+                    "centroid": (float(block["crow"][i]), float(block["ccol"][i])),
+                    "brightest": (int(block["brow"][i]), int(block["bcol"][i])),
+                    "star": None if block["star"][i] < 0 else int(block["star"][i]),
+                    "n_stars": int(block["n_stars"][i])})
+    return out
+
+
+def find_apertures(image, tile: int = TILE, params: Parameters | None = None, stars=None,
+                   halo: int = HALO, cut: float | None = None):
+    """The stage's result on an in-memory image, serially: (apertures sorted by label,
+    threshold tuple, tiling stats). ``stars``: (rows, cols, tmag) in image pixels."""
+    params = params or Parameters()
+    image = np.asarray(image)
+    thr = k2p2.threshold(image, params.thresh, params.trim, params.flux_limit, params.positive_only)
+    if cut is None:
+        cut = thr[0]
+    star_arrays = None
+    if stars is not None:
+        rows, cols, tmag = (np.asarray(a, dtype=np.float64) for a in stars)
+        star_arrays = (rows, cols, tmag, np.arange(len(rows)))
+    blocks, widened, max_halo = [], 0, halo
+    for core in tiles_of(image.shape, tile):
+        block, used, tries = segment_tile(lambda a, b, c, d: image[a:b, c:d], image.shape, core,
+                                          cut, params, star_arrays, halo)
+        blocks.append(block)
+        widened += tries > 1
+        max_halo = max(max_halo, used)
+    return records(concat_blocks(blocks)), (cut, *thr[1:]), {"widened": widened, "max_halo": max_halo}
+
+
+# ============================================================ the stage
+def run_apertures(store: Store, catalog: Catalog, cube_id: str, client: Client,
+                  tile: int = TILE, stars=None, progress: Progress | None = None,
+                  params: Parameters | None = None, halo: int = HALO,
+                  transactions: bool | None = None) -> AperturesReport:
+    """Find the K2P2 apertures of cube ``cube_id`` and store them in ``apertures``.
+
+    ``stars``: optional star catalog — a CSV or FITS file with id, ra, dec, tmag; an
+    astropy Table (or dict of columns) with those; or "catalog" for the catalog's
+    ``stars`` collection. ``transactions``: None tries a transaction and falls back to
+    upserts when the server has none; False forces the upsert path."""
+    started = _time.perf_counter()
+    progress = progress or (lambda stage, done, total: None)
+    params = params or Parameters()
+    timings: dict[str, float] = {}
+    clock = _time.perf_counter()
+
+    def lap(phase):
+        nonlocal clock
+        now = _time.perf_counter()
+        timings[phase] = now - clock
+        clock = now
+
+    cube = Cube(store, cube_id)
+    if not cube.exists():
+        raise ValueError(f"cube {cube_id} does not exist in {store.url}")
+    group = cube.group("r")
+    attrs = dict(group.attrs)
+    if "sumimage" not in group:
+        raise ValueError(f"cube {cube_id} has no sum image: run the background stage first")
+    shape = tuple(group["sumimage"].shape)
+    origin = tuple(attrs.get("origin") or (0, 0))
+    sector, camera, ccd = int(attrs["sector"]), int(attrs["camera"]), int(attrs["ccd"])
+    wcs = cube_wcs(catalog, cube_id)
+
+    # 1. the threshold of the whole image
+    progress("threshold", 0, 1)
+    thr = client.submit(_threshold_task, cube, params, pure=False,
+                        key=f"apertures-threshold-{cube_id}-{uuid.uuid4().hex[:8]}").result()
+    progress("threshold", 1, 1)
+    if not math.isfinite(thr[0]):
+        raise ValueError(f"cube {cube_id}: the sum image holds no finite value")
+    lap("threshold")
+
+    # 2. stars on the cube
+    star_table, star_arrays, star_source = None, None, None
+    if stars is not None:
+        star_table, star_source = load_stars(stars, catalog, wcs, shape)
+        star_arrays = (star_table["row"], star_table["col"], star_table["tmag"],
+                       np.arange(len(star_table)))
+    lap("stars")
+
+    # 3. tiles
+    cores = tiles_of(shape, tile)
+    # every task gets the whole (small) star list: a tile that widens its halo needs
+    # the stars further out too
+    jobs = [(cube, shape, core, thr[0], params, star_arrays, halo) for core in cores]
+    blocks: list[dict] = []
+    widened, max_halo = 0, halo
+    for _, (block, used, tries) in _run(client, _tile_task, jobs, "tiles", progress,
+                                        key=lambda j: j[2]):
+        blocks.append(block)
+        widened += tries > 1
+        max_halo = max(max_halo, used)
+    found = records(concat_blocks(blocks))
+    lap("tiles")
+
+    # 4. documents
+    run = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    now = dt.datetime.now(dt.timezone.utc)
+    parameters = {**params.as_dict(), "method": METHOD, "eps": math.sqrt(2.0), "cut": thr[0],
+                  "mode": thr[1], "sigma": thr[2], "bandwidth": thr[3], "tile": tile,
+                  "halo": halo, "catalog": star_source}
+    docs = _documents(found, wcs, origin, (sector, camera, ccd), cube_id, tile, star_table,
+                      parameters, run, now)
+    lap("documents")
+
+    # 5. replace the cube's apertures
+    mode, removed = replace_apertures(catalog, (sector, camera, ccd), cube_id, docs, run, transactions)
+    lap("write")
+    return AperturesReport(cube_id, sector, camera, ccd, len(docs), float(thr[0]), float(thr[1]),
+                           float(thr[2]), float(thr[3]), tile, len(cores), widened, max_halo,
+                           0 if star_table is None else len(star_table),
+                           sum(d["star"] is not None for d in docs), run, mode, removed,
+                           _time.perf_counter() - started, timings)
+
+
+def _threshold_task(cube: Cube, params: Parameters):
+    image = cube.group("r")["sumimage"][...]
+    return tuple(float(v) for v in k2p2.threshold(image, params.thresh, params.trim,
+                                                  params.flux_limit, params.positive_only))
+
+
+def _tile_task(job):
+    cube, shape, core, cut, params, stars, halo = job
+    array = cube.group("r")["sumimage"]
+    return segment_tile(lambda a, b, c, d: array[a:b, c:d], shape, core, cut, params, stars, halo)
+
+
+def _documents(found, wcs, origin, ccd_key, cube_id, tile, star_table, parameters, run, now):
+    sector, camera, ccd = ccd_key
+    row0, col0 = int(origin[0]), int(origin[1])
+    n = len(found)
+    crow = np.array([r["centroid"][0] for r in found], dtype=np.float64)
+    ccol = np.array([r["centroid"][1] for r in found], dtype=np.float64)
+    ra = dec = np.full(n, np.nan)
+    if wcs is not None and n:
+        ra, dec = wcs.all_pix2world(ccol, crow, 0)
+    docs = []
+    for i, rec in enumerate(found):
+        br, bc = rec["brightest"][0] + row0, rec["brightest"][1] + col0
+        label = int(br) * LABEL_BASE + int(bc)
+        core_r0 = (int(math.floor(rec["centroid"][0] + 0.5)) // tile) * tile
+        core_c0 = (int(math.floor(rec["centroid"][1] + 0.5)) // tile) * tile
+        pixels = np.stack([rec["rows"] + row0, rec["cols"] + col0], axis=1).tolist()
+        has_sky = bool(np.isfinite(ra[i]) and np.isfinite(dec[i]))
+        doc = {
+            "sector": sector, "camera": camera, "ccd": ccd, "cube": cube_id, "label": label,
+            "tile": {"row": core_r0 + row0, "col": core_c0 + col0, "size": tile},
+            "pixels": pixels, "n_pixels": rec["n_pixels"], "flux": rec["flux"],
+            "centroid": {"row": rec["centroid"][0] + row0, "col": rec["centroid"][1] + col0,
+                         "ra": float(ra[i]) if has_sky else None,
+                         "dec": float(dec[i]) if has_sky else None},
+            "brightest": {"row": int(br), "col": int(bc)},
+            "ra": float(ra[i]) if has_sky else None, "dec": float(dec[i]) if has_sky else None,
+            "star": None, "n_stars": rec["n_stars"], "parameters": parameters,
+            "run": run, "created": now,
+        }
+        if has_sky:
+            lon = ((float(ra[i]) + 180.0) % 360.0) - 180.0
+            doc["position"] = {"type": "Point", "coordinates": [lon, float(dec[i])]}
+        if rec["star"] is not None and star_table is not None:
+            s = star_table[rec["star"]]
+            doc["star"] = {"id": _plain(s["id"]), "ra": float(s["ra"]), "dec": float(s["dec"]),
+                           "tmag": float(s["tmag"]), "row": float(s["row"]) + row0,
+                           "col": float(s["col"]) + col0,
+                           "distance": float(math.hypot(s["row"] - rec["centroid"][0],
+                                                        s["col"] - rec["centroid"][1]))}
+        docs.append(doc)
+    return docs
+
+
+def _plain(v):
+    """A catalog id as a BSON-friendly scalar."""
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating,)):
+        return float(v)
+    if isinstance(v, bytes):
+        return v.decode()
+    return v if isinstance(v, (int, float, str)) else str(v)
+
+
+# ============================================================ catalog writes
+def replace_apertures(catalog: Catalog, ccd_key, cube_id: str, docs: list[dict], run: str,
+                      transactions: bool | None = None) -> tuple[str, int]:
+    """Make ``docs`` the apertures of cube ``cube_id``: the cube's earlier apertures go
+    and no label is ever held twice (the unique index). In one transaction where the
+    server has them; otherwise upserts by label, then removal of what the earlier run
+    left. Returns (mode, number of earlier documents removed)."""
+    sector, camera, ccd = ccd_key
+    coll = catalog.apertures
+    scope = {"sector": sector, "camera": camera, "ccd": ccd}
+    labels = [d["label"] for d in docs]
+    stale = {**scope, "$or": [{"cube": cube_id}, {"label": {"$in": labels}}]}
+    if transactions is not False:
+        try:
+            with catalog.client.start_session() as session:
+                def body(s):
+                    removed = coll.delete_many(stale, session=s).deleted_count
+                    for start in range(0, len(docs), 2000):
+                        coll.insert_many([dict(d) for d in docs[start:start + 2000]],
+                                         ordered=False, session=s)
+                    return removed
+                removed = session.with_transaction(body)
+            return "transaction", removed
+        except pymongo.errors.OperationFailure as exc:
+            if not _no_transactions(exc) or transactions is True:
+                raise
+        except pymongo.errors.ConfigurationError:
+            if transactions is True:
+                raise
+    for start in range(0, len(docs), 1000):
+        coll.bulk_write([ReplaceOne({**scope, "label": d["label"]}, d, upsert=True)
+                         for d in docs[start:start + 1000]], ordered=False)
+    removed = coll.delete_many({**scope, "cube": cube_id, "run": {"$ne": run}}).deleted_count
+    return "upsert", removed
+
+
+def _no_transactions(exc: pymongo.errors.OperationFailure) -> bool:
+    text = str(exc).lower()
+    return exc.code in (20, 263) or "transaction numbers are only allowed" in text \
+        or "transactions are not supported" in text
+
+
+def aperture_pixels(catalog: Catalog, sector: int, camera: int, ccd: int,
+                    cube: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A CCD's apertures as flat arrays, one entry per pixel: (label, row, col) in CCD
+    science coordinates, sorted by label then pixel. ``cube`` limits them to one cube."""
+    query = {"sector": int(sector), "camera": int(camera), "ccd": int(ccd)}
+    if cube is not None:
+        query["cube"] = cube
+    labels, rows, cols = [], [], []
+    for doc in catalog.apertures.find(query, {"_id": 0, "label": 1, "pixels": 1}).sort("label", 1):
+        pix = np.asarray(doc["pixels"], dtype=np.int64).reshape(-1, 2)
+        labels.append(np.full(len(pix), doc["label"], dtype=np.int64))
+        rows.append(pix[:, 0])
+        cols.append(pix[:, 1])
+    if not labels:
+        return (np.empty(0, np.int64),) * 3
+    return np.concatenate(labels), np.concatenate(rows), np.concatenate(cols)
+
+
+# ============================================================ WCS and stars
+def cube_wcs(catalog: Catalog, cube_id: str):
+    """WCS of the cube's pixel grid (0-based col, row) from its first good frame's
+    document, or None when no frame document carries one."""
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    query = {"cube": cube_id, "status": "ingested", "wcs": {"$ne": None}}
+    docs = list(catalog.frames.find(query, {"_id": 0, "wcs": 1, "quality": 1, "cube_index": 1})
+                .sort("cube_index", 1))
+    if not docs:
+        return None
+    good = [d for d in docs if not int(d.get("quality") or 0) & BAD_QUALITY]
+    header = fits.Header.fromstring((good or docs)[0]["wcs"], sep="\n")
+    return WCS(header, relax=True)
+
+
+def load_stars(source, catalog: Catalog | None, wcs, shape, margin: float = STAR_MARGIN):
+    """Catalog stars on a cube: an astropy Table with id, ra, dec, tmag and their cube
+    pixel position row, col (0-based), for stars within ``margin`` px of the cube.
+    ``source``: a CSV/FITS path, a Table or dict of columns, or "catalog" (the
+    ``stars`` collection, fetched by an RA/Dec box around the cube). Returns (table,
+    a short description of the source)."""
+    from astropy.table import Table
+
+    if wcs is None:
+        raise ValueError("a star catalog needs the cube's WCS, but no frame document has one")
+    nr, nc = shape
+    if isinstance(source, str) and source in ("catalog", "stars", "mongo"):
+        table = _stars_from_collection(catalog, wcs, shape, margin)
+        described = "stars collection"
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        fmt = "ascii.csv" if path.suffix.lower() in (".csv", ".txt") else None
+        table = Table.read(path, format=fmt) if fmt else Table.read(path)
+        described = path.name
+    else:
+        table = source if isinstance(source, Table) else Table(source)
+        described = "table"
+    table = _standard_columns(table)
+    if len(table):
+        x, y = wcs.all_world2pix(np.asarray(table["ra"], float), np.asarray(table["dec"], float), 0)
+    else:
+        x = y = np.empty(0)
+    table["row"] = np.asarray(y, dtype=np.float64)
+    table["col"] = np.asarray(x, dtype=np.float64)
+    keep = (np.isfinite(table["row"]) & np.isfinite(table["col"]) & np.isfinite(table["tmag"])
+            & (table["row"] > -margin) & (table["row"] < nr - 1 + margin)
+            & (table["col"] > -margin) & (table["col"] < nc - 1 + margin))
+    return table[keep], described
+
+
+def _standard_columns(table):
+    from astropy.table import Table
+
+    names = {n.lower(): n for n in table.colnames}
+    missing = [k for k in ("ra", "dec", "tmag") if k not in names]
+    if missing:
+        raise ValueError(f"star catalog lacks column(s) {missing}; it needs id, ra, dec, tmag "
+                         f"(has {table.colnames})")
+    ids = table[names["id"]] if "id" in names else np.arange(len(table))
+    return Table({"id": ids, "ra": np.asarray(table[names["ra"]], float),
+                  "dec": np.asarray(table[names["dec"]], float),
+                  "tmag": np.asarray(table[names["tmag"]], float)})
+
+
+def _stars_from_collection(catalog: Catalog, wcs, shape, margin):
+    """Stars of the ``stars`` collection in an RA/Dec box around the cube (a box on the
+    indexed fields, RA wrap and poles included), with their exact pixel test after."""
+    from astropy.table import Table
+
+    nr, nc = shape
+    edge_r = np.r_[np.linspace(-margin, nr - 1 + margin, 17), np.full(17, nr - 1 + margin),
+                   np.linspace(-margin, nr - 1 + margin, 17), np.full(17, -margin)]
+    edge_c = np.r_[np.full(17, -margin), np.linspace(-margin, nc - 1 + margin, 17),
+                   np.full(17, nc - 1 + margin), np.linspace(-margin, nc - 1 + margin, 17)]
+    ra, dec = wcs.all_pix2world(edge_c, edge_r, 0)
+    cra, cdec = wcs.all_pix2world([(nc - 1) / 2], [(nr - 1) / 2], 0)
+    pad = 0.05
+    dlo, dhi = float(np.min(dec)) - pad, float(np.max(dec)) + pad
+    query: dict = {"dec": {"$gte": max(dlo, -90.0), "$lte": min(dhi, 90.0)}}
+    near_pole = dhi >= 89.0 or dlo <= -89.0
+    # does the footprint hold a pole? then every RA
+    if not near_pole:
+        rel = ((np.asarray(ra) - float(cra[0]) + 180.0) % 360.0) - 180.0
+        lo, hi = float(cra[0]) + rel.min() - pad, float(cra[0]) + rel.max() + pad
+        lo_w, hi_w = lo % 360.0, hi % 360.0
+        if hi - lo >= 360.0:
+            pass
+        elif lo_w <= hi_w:
+            query["ra"] = {"$gte": lo_w, "$lte": hi_w}
+        else:                                         # wraps through RA 0
+            query["$or"] = [{"ra": {"$gte": lo_w}}, {"ra": {"$lte": hi_w}}]
+    docs = list(catalog.stars.find(query, {"_id": 0, "id": 1, "ra": 1, "dec": 1, "tmag": 1}))
+    return Table({"id": [d.get("id") for d in docs], "ra": [float(d["ra"]) for d in docs],
+                  "dec": [float(d["dec"]) for d in docs], "tmag": [float(d["tmag"]) for d in docs]})
+
+
+# ============================================================ Dask
+def _run(client: Client, fn, items: list, stage: str, progress: Progress, key=lambda item: item):
+    """Run ``fn`` over ``items`` on the cluster; yield (key, result) as tasks finish."""
+    if not items:
+        return
+    futures = client.map(fn, items, pure=False,
+                         key=[f"apertures-{stage}-{i}-{os.getpid()}-{_time.time_ns()}"
+                              for i in range(len(items))])
+    keys = {f.key: key(item) for f, item in zip(futures, items)}
+    done = 0
+    progress(stage, 0, len(items))
+    for future in as_completed(futures):
+        result = future.result()
+        done += 1
+        progress(stage, done, len(items))
+        yield keys[future.key], result
