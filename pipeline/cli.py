@@ -47,6 +47,38 @@ def _parser() -> argparse.ArgumentParser:
     _service_options(p)
     p.set_defaults(func=_ingest)
 
+    p = sub.add_parser("background", help="sky background, corner glow, pixel flags and sum "
+                                          "image of a cube")
+    _cube_options(p)
+    p.add_argument("--exclude", help="JSON file with manual-exclude regions (see "
+                                     "pipeline.camera.ManualExclude)")
+    _service_options(p)
+    p.set_defaults(func=_background)
+
+    p = sub.add_parser("apertures", help="K2P2 star apertures on a cube's sum image")
+    _cube_options(p)
+    p.add_argument("--catalog", help="star catalog: CSV/FITS with id, ra, dec, tmag, or "
+                                     "'catalog' for the catalog's stars collection")
+    p.add_argument("--tile", type=int, default=512, help="tile size in pixels")
+    _service_options(p)
+    p.set_defaults(func=_apertures)
+
+    p = sub.add_parser("lightcurves", help="light curves and power spectra of a cube's apertures")
+    _cube_options(p)
+    _service_options(p)
+    p.set_defaults(func=_lightcurves)
+
+    p = sub.add_parser("export", help="write the light curves as FITS files (lightkurve-readable) "
+                                      "into DIR and the store's curated zone")
+    p.add_argument("outdir", metavar="DIR")
+    p.add_argument("--format", default="fits", choices=["fits"])
+    p.add_argument("--sector", type=int)
+    p.add_argument("--camera", type=int, choices=range(1, 5))
+    p.add_argument("--ccd", type=int, choices=range(1, 5))
+    p.add_argument("--store", help="store URL (else TESS_STORE, default ./tess-data)")
+    p.add_argument("--mongo", help="MongoDB URL (else TESS_MONGO_URL, default embedded)")
+    p.set_defaults(func=_export)
+
     p = sub.add_parser("demo", help="simulate a small sector and run the pipeline on it "
                                     "with the embedded defaults")
     p.add_argument("--workdir", default="tess-demo", help="where the simulated FFIs go")
@@ -63,6 +95,21 @@ def _service_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler", help="Dask scheduler address (else TESS_SCHEDULER, "
                                        "default a local cluster)")
     p.add_argument("--workers", type=int, help="local cluster workers (default: one per core)")
+
+
+def _cube_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sector", type=int)
+    p.add_argument("--camera", type=int, choices=range(1, 5))
+    p.add_argument("--ccd", type=int, choices=range(1, 5))
+    p.add_argument("--cube", help="a cube id instead (e.g. a cut-out's, as ingest printed it)")
+
+
+def _cube_id(args) -> str:
+    if args.cube:
+        return args.cube
+    if None in (args.sector, args.camera, args.ccd):
+        raise SettingsError("give --sector, --camera and --ccd (or --cube)")
+    return f"s{args.sector:04d}-{args.camera}-{args.ccd}"
 
 
 def _settings(args) -> Settings:
@@ -123,6 +170,53 @@ def _ingest(args) -> int:
         report = ingest(args.paths, store, catalog, client, progress=_progress_bar())
     _print_report(report)
     return 1 if report.files and report.count("rejected") == len(report.files) else 0
+
+
+def _background(args) -> int:
+    import json
+
+    from pipeline.stages.background import run_background
+
+    exclude = json.loads(Path(args.exclude).read_text()) if args.exclude else None
+    with _services(args) as (store, _, client):
+        report = run_background(store, _cube_id(args), client, progress=_progress_bar(),
+                                exclude=exclude)
+    print(report)
+    return 0
+
+
+def _apertures(args) -> int:
+    from pipeline.stages.apertures import run_apertures
+
+    with _services(args) as (store, catalog, client):
+        report = run_apertures(store, catalog, _cube_id(args), client, tile=args.tile,
+                               stars=args.catalog, progress=_progress_bar())
+    print(report)
+    return 0
+
+
+def _lightcurves(args) -> int:
+    from pipeline.stages.lightcurves import run_lightcurves
+
+    with _services(args) as (store, catalog, client):
+        report = run_lightcurves(store, catalog, _cube_id(args), client, progress=_progress_bar())
+    print(report)
+    return 0
+
+
+def _export(args) -> int:
+    from pipeline import catalog as catalog_mod
+    from pipeline.lightcurves import export_fits
+    from pipeline.store import Store
+
+    settings = _settings(args)
+    store = Store.from_settings(settings)
+    with catalog_mod.connect(settings) as catalog:
+        paths = export_fits(catalog, store, args.outdir, sector=args.sector, camera=args.camera,
+                            ccd=args.ccd)
+    print(f"wrote {len(paths)} light curves to {args.outdir}/ and "
+          f"{store.url_of('curated/lightcurves')}")
+    return 0 if paths else 1
 
 
 def _print_report(report) -> None:

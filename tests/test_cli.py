@@ -27,3 +27,30 @@ def test_no_command_prints_help(capsys):
 def test_missing_settings_file_is_a_clear_error(tmp_path, capsys):
     assert cli(["--config", str(tmp_path / "nope.toml"), "ingest", str(tmp_path)]) == 2
     assert "nope.toml: settings file not found" in capsys.readouterr().err
+
+
+def test_stage_commands_end_to_end(tmp_path, mongo_server, dask_client, capsys):
+    """ingest → background → apertures → export, each as a user types it."""
+    frames = tmp_path / "frames"
+    assert cli(["simulate", str(frames), "--frames", "6", "--size", "128", "--camera", "1",
+                "--ccd", "1", "--sector", "21", "--seed", "4"]) == 0
+    services = ["--store", str(tmp_path / "store"), "--mongo", mongo_server.url,
+                "--scheduler", dask_client.scheduler.address]
+    cube = ["--sector", "21", "--camera", "1", "--ccd", "1"]
+    assert cli(["ingest", str(frames / "*_ffic.fits")] + services) == 1  # a glob is no file
+    assert cli(["ingest"] + [str(p) for p in sorted(frames.glob("*_ffic.fits"))] + services) == 0
+    assert cli(["background"] + cube + services) == 0
+    assert "BackgroundReport s0021-1-1: 6 frames" in capsys.readouterr().out
+    assert cli(["apertures"] + cube + services) == 0
+    out = capsys.readouterr().out
+    assert "s0021-1-1" in out
+    assert cli(["lightcurves"] + cube + services) == 0
+    capsys.readouterr()
+    assert cli(["export", str(tmp_path / "lc"), "--sector", "21", "--store",
+                str(tmp_path / "store"), "--mongo", mongo_server.url]) == 0
+    exported = sorted((tmp_path / "lc").glob("*.fits"))
+    assert exported and "wrote" in capsys.readouterr().out
+    with fits.open(exported[0]) as hdul:
+        assert hdul[0].header["SECTOR"] == 21 and "FLUX" in hdul[1].columns.names
+    assert cli(["background", "--sector", "21"] + services) == 2
+    assert "--camera" in capsys.readouterr().err

@@ -113,9 +113,17 @@ def catalog_ref(catalog) -> CatalogRef:
 
 
 def _clean(value):
-    """JSON/BSON-friendly scalars (numpy → python, NaN kept as float NaN)."""
+    """JSON/BSON-friendly values: numpy → python, non-finite floats → None. A NaN is
+    legal BSON but not JSON, and JSON-backed servers (nx-27017) refuse the document;
+    None also queries the way people expect ({"rms_hour_ppm": null})."""
     if isinstance(value, np.generic):
-        return value.item()
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
     return value
 
 
@@ -130,7 +138,7 @@ def build_document(*, sector, camera, ccd, label, cube, tile, aperture, series: 
     time = np.asarray(series["time"], dtype=float)
     doc = {
         "sector": int(sector), "camera": int(camera), "ccd": int(ccd), "label": _clean(aperture.label),
-        "cube": cube, "tile": tile, "row": row, "col": col,
+        "cube": cube, "tile": tile, "row": _clean(row), "col": _clean(col),
         "ra": None if ra is None else float(ra), "dec": None if dec is None else float(dec),
         "aperture": {"rows": encode_array(aperture.rows, "<i4"), "cols": encode_array(aperture.cols, "<i4"),
                      "n_pixels": int(aperture.n_pixels),
@@ -149,8 +157,8 @@ def build_document(*, sector, camera, ccd, label, cube, tile, aperture, series: 
         spec = {k: (encode_array(v) if k in SPECTRUM_ARRAYS else _clean(v)) for k, v in spectrum.items()}
         doc["spectrum"] = spec
         top = spectrum["peaks"][0] if spectrum["peaks"] else None
-        doc["peak_frequency_uhz"] = top["frequency_uhz"] if top else None
-        doc["peak_amplitude_ppm"] = top["amplitude_ppm"] if top else None
+        doc["peak_frequency_uhz"] = _clean(top["frequency_uhz"]) if top else None
+        doc["peak_amplitude_ppm"] = _clean(top["amplitude_ppm"]) if top else None
     else:
         doc["spectrum"] = None
         doc["peak_frequency_uhz"] = doc["peak_amplitude_ppm"] = None
