@@ -50,8 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("background", help="sky background, corner glow, pixel flags and sum "
                                           "image of a cube")
     _cube_options(p)
-    p.add_argument("--exclude", help="JSON file with manual-exclude regions (see "
-                                     "pipeline.camera.ManualExclude)")
+    p.add_argument("--exclude", help="TOML or JSON file of manual-exclude regions (see "
+                                     "pipeline.camera.ManualExclude); default none")
     _service_options(p)
     p.set_defaults(func=_background)
 
@@ -173,11 +173,10 @@ def _ingest(args) -> int:
 
 
 def _background(args) -> int:
-    import json
-
+    from pipeline.camera import load_excludes
     from pipeline.stages.background import run_background
 
-    exclude = json.loads(Path(args.exclude).read_text()) if args.exclude else None
+    exclude = load_excludes(args.exclude) if args.exclude else None
     with _services(args) as (store, _, client):
         report = run_background(store, _cube_id(args), client, progress=_progress_bar(),
                                 exclude=exclude)
