@@ -228,7 +228,10 @@ def _print_report(report) -> None:
 
 def _demo(args) -> int:
     from pipeline.simulate import simulate
+    from pipeline.stages.apertures import run_apertures
+    from pipeline.stages.background import run_background
     from pipeline.stages.ingest import ingest
+    from pipeline.stages.lightcurves import run_lightcurves
 
     workdir = Path(args.workdir)
     frames = sorted(workdir.glob("*_ffic.fits"))
@@ -244,13 +247,21 @@ def _demo(args) -> int:
         frames = [str(p) for p in sorted(workdir.glob("*_ffic.fits"))]
         report = ingest(frames, store, catalog, client, progress=_progress_bar())
         _print_report(report)
-        n_frames = catalog.frames.count_documents({"status": "ingested"})
         cubes = sorted(catalog.frames.distinct("cube", {"status": "ingested"}))
+        for cube_id in cubes:
+            print(run_background(store, cube_id, client, progress=_progress_bar()))
+            print(run_apertures(store, catalog, cube_id, client, progress=_progress_bar()))
+            print(run_lightcurves(store, catalog, cube_id, client, progress=_progress_bar()))
+        counts = {name: catalog.db[name].count_documents({})
+                  for name in ("frames", "apertures", "lightcurves")}
     print("\nresults:")
     for cube_id in cubes:
-        print(f"  cube:    {store.url_of(f'staging/{cube_id}.zarr')}")
-    print(f"  raw:     {store.url_of('raw')}\n  catalog: {n_frames} frame documents "
-          f"(collection tess.frames)")
+        print(f"  cube:    {store.url_of(f'staging/{cube_id}.zarr')}  (flux, background, "
+              f"pixel_flags, sumimage)")
+    print(f"  raw:     {store.url_of('raw')}")
+    print("  catalog: " + ", ".join(f"{n} {name}" for name, n in counts.items())
+          + f" (database tess at {'the embedded server' if not _settings(args).mongo_url else 'TESS_MONGO_URL'})")
+    print("  next:    tess-pipeline export DIR   (lightkurve-readable FITS light curves)")
     return 0 if not report.rejected else 1
 
 
