@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 
 import dask
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, as_completed
 
 from pipeline.config import Settings
 
@@ -60,3 +61,25 @@ def client_for(settings: Settings, client: Client | None = None, **local_options
         own.close()
         if cluster is not None:
             cluster.close()
+
+
+def map_progress(client: Client, fn, items: list, stage: str, progress=None,
+                 key=lambda item: item, prefix: str = ""):
+    """Run ``fn`` over ``items`` on the cluster and yield (key(item), result) as the
+    tasks finish, calling ``progress(stage, done, total)`` along the way. Task keys
+    name the stage (``<prefix>-<stage>-<i>-...``) so the dashboard shows what runs."""
+    if not items:
+        return
+    stamp = f"{os.getpid()}-{time.time_ns()}"
+    name = f"{prefix}-{stage}" if prefix else stage
+    futures = client.map(fn, items, pure=False,
+                         key=[f"{name}-{i}-{stamp}" for i in range(len(items))])
+    keys = {f.key: key(item) for f, item in zip(futures, items)}
+    progress = progress or (lambda stage, done, total: None)
+    done = 0
+    progress(stage, 0, len(items))
+    for future in as_completed(futures):
+        result = future.result()
+        done += 1
+        progress(stage, done, len(items))
+        yield keys[future.key], result

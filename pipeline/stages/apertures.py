@@ -36,10 +36,11 @@ from typing import Callable
 
 import numpy as np
 import pymongo
-from distributed import Client, as_completed
+from distributed import Client
 from pymongo import ReplaceOne
 
 from kernels import k2p2
+from pipeline.cluster import map_progress
 from pipeline.catalog import Catalog
 from pipeline.store import Cube, Store
 
@@ -578,17 +579,4 @@ def _stars_from_collection(catalog: Catalog, wcs, shape, margin):
 
 # ============================================================ Dask
 def _run(client: Client, fn, items: list, stage: str, progress: Progress, key=lambda item: item):
-    """Run ``fn`` over ``items`` on the cluster; yield (key, result) as tasks finish."""
-    if not items:
-        return
-    futures = client.map(fn, items, pure=False,
-                         key=[f"apertures-{stage}-{i}-{os.getpid()}-{_time.time_ns()}"
-                              for i in range(len(items))])
-    keys = {f.key: key(item) for f, item in zip(futures, items)}
-    done = 0
-    progress(stage, 0, len(items))
-    for future in as_completed(futures):
-        result = future.result()
-        done += 1
-        progress(stage, done, len(items))
-        yield keys[future.key], result
+    return map_progress(client, fn, items, stage, progress, key, prefix="apertures")

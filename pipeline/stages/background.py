@@ -53,16 +53,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 import time as _time
 from typing import Callable, Iterable
 
 import numpy as np
-from distributed import Client, as_completed
+from distributed import Client
 
 from kernels import background as kbg
 from kernels import flags as kflags
 from kernels import smoothing as ksmooth
+from pipeline.cluster import map_progress
 from pipeline.camera import ManualExclude, as_excludes, boresight, frame_rects
 from pipeline.store import Cube, Store
 
@@ -484,17 +484,4 @@ def _flag_chunk(task):
 
 
 def _run(client: Client, fn, items: list, stage: str, progress: Progress, key=lambda t: (t[1], t[2])):
-    """Run ``fn`` over ``items`` on the cluster; yield (key, result) as tasks finish."""
-    if not items:
-        return
-    stamp = f"{os.getpid()}-{_time.time_ns()}"
-    futures = client.map(fn, items, pure=False,
-                         key=[f"background-{stage}-{i}-{stamp}" for i in range(len(items))])
-    keys = {f.key: key(item) for f, item in zip(futures, items)}
-    done = 0
-    progress(stage, 0, len(items))
-    for future in as_completed(futures):
-        result = future.result()
-        done += 1
-        progress(stage, done, len(items))
-        yield keys[future.key], result
+    return map_progress(client, fn, items, stage, progress, key, prefix="background")

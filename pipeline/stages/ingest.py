@@ -26,6 +26,7 @@ import dask
 import numpy as np
 from distributed import Client, as_completed
 
+from pipeline.cluster import map_progress
 from pipeline.catalog import Catalog
 from pipeline.io import StackInfo, TessFileError
 from pipeline.stages.ingest_tasks import hash_file, options_for, scan, write_chunk
@@ -360,16 +361,4 @@ def _name(path: str) -> str:
 
 
 def _run(client: Client, fn, items: list, stage: str, progress: Progress, key=lambda item: item):
-    """Run ``fn`` over ``items`` on the cluster; yield (key, result) as tasks finish."""
-    if not items:
-        return
-    futures = client.map(fn, items, pure=False, key=[f"{stage}-{i}-{os.getpid()}-{_time.time_ns()}"
-                                                      for i in range(len(items))])
-    keys = {f.key: key(item) for f, item in zip(futures, items)}
-    done = 0
-    progress(stage, 0, len(items))
-    for future in as_completed(futures):
-        result = future.result()
-        done += 1
-        progress(stage, done, len(items))
-        yield keys[future.key], result
+    return map_progress(client, fn, items, stage, progress, key, prefix="ingest")
