@@ -23,8 +23,11 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Benchmarks print figures (ratios against baselines measured in the same run).
 bench: $(VENV)/.installed
 	$(PY) bench/ingest.py
+	$(PY) bench/background.py
+	$(PY) bench/apertures.py
 
 # Re-resolve the working set (run when pyproject.toml's ranges change).
 lock: $(VENV)/bin/uv
