@@ -239,11 +239,20 @@ def kde_mode_sorted(s, n, grid, dens, oversample):
         step = (b - a) / (m - 1)
     if m < 3:
         return median_sorted(s, 0, n)
+    return binned_kde_peak(s, n, a, step, m, h / step, 4.0, grid, dens)
+
+
+@njit(nogil=True, cache=True)
+def binned_kde_peak(values, n, a, step, m, sig, truncate, grid, dens):
+    """Argmax of a Gaussian KDE of values[:n] on the grid a + i·step (i < m): linear
+    binning, smoothing by a Gaussian of ``sig`` grid steps truncated at ±truncate·sig,
+    then a parabola through the top three points. ``grid``/``dens``: float64 scratch
+    of length ≥ m. Values outside the grid are left out (they only add far tails)."""
     for i in range(m):
         grid[i] = 0.0
     inv = 1.0 / step
     for i in range(n):                      # linear binning
-        t = (np.float64(s[i]) - a) * inv
+        t = (np.float64(values[i]) - a) * inv
         if t < 0.0 or t > m - 1:
             continue
         k = int(t)
@@ -253,8 +262,7 @@ def kde_mode_sorted(s, n, grid, dens, oversample):
         f = t - k
         grid[k] += 1.0 - f
         grid[k + 1] += f
-    sig = h * inv                           # Gaussian smoothing, truncated at ±4σ
-    half = int(math.ceil(4.0 * sig))
+    half = int(math.ceil(truncate * sig))
     w = np.empty(2 * half + 1)
     for j in range(-half, half + 1):
         w[j + half] = math.exp(-0.5 * (j / sig) ** 2)

@@ -10,6 +10,8 @@ import math
 import numpy as np
 from numba import njit
 
+from kernels.stats import binned_kde_peak
+
 MAD_TO_SIGMA = 1.482602218505602     # 1 / Φ⁻¹(3/4)
 SCOTT_FACTOR = 1.059                 # statsmodels' bw_scott
 IQR_TO_SIGMA = 1.349
@@ -131,41 +133,7 @@ def kde_mode(x, h, q25, q75, oversample=8, max_grid=1 << 20):
     if m > max_grid:
         m = max_grid
         step = (b - a) / (m - 1)
-    grid = np.zeros(m, np.float64)
-    inv = 1.0 / step
-    for i in range(n):
-        t = (x[i] - a) * inv
-        if t < 0.0 or t > m - 1:
-            continue
-        k = int(t)
-        if k >= m - 1:
-            grid[m - 1] += 1.0
-            continue
-        f = t - k
-        grid[k] += 1.0 - f
-        grid[k + 1] += f
-    sig = h * inv
-    half = int(math.ceil(5.0 * sig))
-    w = np.empty(2 * half + 1)
-    for j in range(-half, half + 1):
-        w[j + half] = math.exp(-0.5 * (j / sig) ** 2)
-    dens = np.zeros(m, np.float64)
-    best = 0
-    for i in range(m):
-        d = 0.0
-        for j in range(max(0, i - half), min(m - 1, i + half) + 1):
-            d += grid[j] * w[j - i + half]
-        dens[i] = d
-        if d > dens[best]:
-            best = i
-    mode = a + best * step
-    if 0 < best < m - 1:
-        den = dens[best - 1] - 2.0 * dens[best] + dens[best + 1]
-        if den < 0.0:
-            off = 0.5 * (dens[best - 1] - dens[best + 1]) / den
-            if -1.0 < off < 1.0:
-                mode += off * step
-    return mode
+    return binned_kde_peak(x, n, a, step, m, h / step, 5.0, np.zeros(m), np.zeros(m))
 
 
 def threshold(image, thresh=0.8, trim=0.15, flux_limit=7.0e4, positive_only=False):
