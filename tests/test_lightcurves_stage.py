@@ -11,9 +11,8 @@ import pytest
 from pipeline.lightcurves import (BACKGROUND_SHENANIGANS, MISSING_PIXELS, Aperture, export_fits,
                                   load_lightcurve)
 from pipeline.store import COMPRESSORS, Cube, Store
-from pipeline.lightcurves.documents import catalog_ref
-from pipeline.stages.lightcurves import (LightcurveError, LightcurveOptions, lightcurves_task,
-                                         plan_lightcurves, run_lightcurves, tile_lightcurves)
+from pipeline.stages.lightcurves import (LightcurveError, LightcurveOptions, plan_lightcurves,
+                                         run_lightcurves, tile_lightcurves)
 
 N, H, W = 40, 24, 30
 ORIGIN = (500, 700)          # a cut-out's place on the CCD
@@ -98,11 +97,6 @@ def test_stage_sums_quality_and_reruns(store, catalog, dask_client, tmp_path):
     again = run_lightcurves(store, catalog, CUBE, dask_client, apertures=d["apertures"][:2])
     assert again.written == 2 and again.removed == 1
     assert sorted(catalog.lightcurves.distinct("label")) == [1, 2]
-    # the whole stage as one task of a graph, after an upstream task
-    upstream = dask_client.submit(sum, [1, 2], pure=False)
-    inner = dask_client.submit(lightcurves_task, store, catalog_ref(catalog), CUBE, upstream,
-                               apertures=d["apertures"][:2], pure=False).result()
-    assert inner.written == 2 and inner.removed == 0
     # the curated zone holds the exports
     paths = export_fits(catalog, store, None, sector=19)
     assert len(paths) == 2

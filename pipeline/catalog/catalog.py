@@ -8,6 +8,7 @@ configured.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 
@@ -145,3 +146,28 @@ def _local_state_dir(store_url: str) -> Path:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
+
+
+@dataclasses.dataclass(frozen=True)
+class CatalogRef:
+    """What a Dask task needs to reach the catalog (a Catalog holds a live client,
+    which does not pickle). ``open()`` gives one Catalog per process and database."""
+
+    url: str
+    database: str
+
+    def open(self):
+        key = (self.url, self.database)
+        cat = _OPEN.get(key)
+        if cat is None:
+            cat = _OPEN[key] = Catalog(self.url, database=self.database)
+        return cat
+
+
+_OPEN: dict = {}
+
+
+def catalog_ref(catalog) -> CatalogRef:
+    if isinstance(catalog, CatalogRef):
+        return catalog
+    return CatalogRef(catalog.url, catalog.db.name)

@@ -36,13 +36,17 @@ holding binary fields.)
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import math
 
 import numpy as np
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
+
+from pipeline.catalog import CatalogRef, catalog_ref
+
+__all__ = ["CatalogRef", "catalog_ref", "build_document", "write_documents", "encode_array",
+           "decode_array", "decode_document"]
 
 FORMAT = "tess-pipeline/lightcurve/1"
 SERIES = {
@@ -83,33 +87,6 @@ def decode_document(doc: dict) -> dict:
         else:
             out[key] = value
     return out
-
-
-@dataclasses.dataclass(frozen=True)
-class CatalogRef:
-    """What a Dask task needs to reach the catalog (a Catalog holds a live client,
-    which does not pickle). ``open()`` gives one Catalog per process and database."""
-
-    url: str
-    database: str
-
-    def open(self):
-        from pipeline.catalog import Catalog
-
-        key = (self.url, self.database)
-        cat = _OPEN.get(key)
-        if cat is None:
-            cat = _OPEN[key] = Catalog(self.url, database=self.database)
-        return cat
-
-
-_OPEN: dict = {}
-
-
-def catalog_ref(catalog) -> CatalogRef:
-    if isinstance(catalog, CatalogRef):
-        return catalog
-    return CatalogRef(catalog.url, catalog.db.name)
 
 
 def _clean(value):

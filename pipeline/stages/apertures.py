@@ -28,10 +28,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
-import os
 import time as _time
 import uuid
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -40,16 +38,19 @@ from distributed import Client
 from pymongo import ReplaceOne
 
 from kernels import k2p2
-from pipeline.cluster import map_progress
-from pipeline.catalog import Catalog
+from dask import delayed
+
+from pipeline.catalog import Catalog, CatalogRef, catalog_ref
+from pipeline.cluster import StageProgress
+from pipeline.lightcurves.apertures import tile_key
+from pipeline.stages.stars import STAR_MARGIN, cube_wcs, load_stars
 from pipeline.store import Cube, Store
 
 TILE = 512
 HALO = 32                   # px; widened on demand (largest saturated stars, long blends)
 LABEL_BASE = 10000          # label = row * LABEL_BASE + col of the brightest pixel
-STAR_MARGIN = 8             # px: stars this far outside a window can still claim its peaks
-BAD_QUALITY = 1 | 2 | 4 | 8 | 32 | 64 | 128 | 4096   # DESIGN §4 default bitmask
 METHOD = "k2p2"
+STAGE = "apertures"
 
 Progress = Callable[[str, int, int], None]
 
@@ -95,6 +96,7 @@ class AperturesReport:
     removed: int                      # documents of earlier runs removed
     seconds: float = 0.0
     timings: dict = dataclasses.field(default_factory=dict)
+    by_tile: dict = dataclasses.field(default_factory=dict, repr=False)   # tile key → documents
 
     def __repr__(self) -> str:
         return (f"<AperturesReport {self.cube_id}: {self.n_apertures} apertures "
@@ -267,6 +269,42 @@ def find_apertures(image, tile: int = TILE, params: Parameters | None = None, st
 
 
 # ============================================================ the stage
+def aperture_graph(store: Store, catalog, cube_id: str, upstream=(), tile: int = TILE,
+                   stars=None, params: Parameters | None = None, halo: int = HALO,
+                   transactions: bool | None = None, progress: StageProgress | None = None,
+                   token: str | None = None):
+    """The stage for one cube as one ``dask.delayed`` → ``AperturesReport`` (with the
+    documents grouped by tile in ``report.by_tile``): the threshold task, one task per
+    tile, and the task that writes the documents. ``upstream``: results to wait for
+    (the background stage, which writes the sum image). The tiles come from the cube's
+    shape, so the graph is built before the sum image exists."""
+    progress = progress or StageProgress()
+    params = params or Parameters()
+    token = token or uuid.uuid4().hex[:8]
+    cube = Cube(store, cube_id)
+    if not cube.exists():
+        raise ValueError(f"cube {cube_id} does not exist in {store.url}")
+    attrs = dict(cube.group("r").attrs)
+    shape = tuple(int(v) for v in cube.group("r")["flux"].shape[1:])
+    ref = catalog_ref(catalog)
+    cid = f"{cube_id}-{token}"
+    thr = delayed(progress.task(_threshold_task, STAGE), pure=False)(
+        cube, params, *upstream, dask_key_name=f"apertures-threshold-{cid}")
+    star_set = None
+    if stars is not None:
+        star_set = delayed(_stars_task, pure=False)(ref, cube_id, stars, shape, *upstream,
+                                                    dask_key_name=f"apertures-stars-{cid}")
+    cores = tiles_of(shape, tile)
+    blocks = [delayed(progress.task(_tile_task, STAGE), pure=False)(
+                  cube, shape, core, thr, params, star_set, halo,
+                  dask_key_name=f"apertures-tile-{core[0]}-{core[2]}-{cid}") for core in cores]
+    facts = {"cube_id": cube_id, "ccd": (int(attrs["sector"]), int(attrs["camera"]), int(attrs["ccd"])),
+             "origin": tuple(int(v) for v in (attrs.get("origin") or (0, 0))), "tile": tile,
+             "halo": halo, "params": params, "transactions": transactions, "n_tiles": len(cores)}
+    return delayed(progress.task(_write_task, STAGE), pure=False)(
+        ref, facts, thr, star_set, blocks, dask_key_name=f"apertures-write-{cid}")
+
+
 def run_apertures(store: Store, catalog: Catalog, cube_id: str, client: Client,
                   tile: int = TILE, stars=None, progress: Progress | None = None,
                   params: Parameters | None = None, halo: int = HALO,
@@ -276,93 +314,81 @@ def run_apertures(store: Store, catalog: Catalog, cube_id: str, client: Client,
     ``stars``: optional star catalog — a CSV or FITS file with id, ra, dec, tmag; an
     astropy Table (or dict of columns) with those; or "catalog" for the catalog's
     ``stars`` collection. ``transactions``: None tries a transaction and falls back to
-    upserts when the server has none; False forces the upsert path."""
-    started = _time.perf_counter()
-    progress = progress or (lambda stage, done, total: None)
-    params = params or Parameters()
-    timings: dict[str, float] = {}
-    clock = _time.perf_counter()
-
-    def lap(phase):
-        nonlocal clock
-        now = _time.perf_counter()
-        timings[phase] = now - clock
-        clock = now
-
+    upserts when the server has none; False forces the upsert path. ``progress`` is
+    called as progress("apertures", done, total) as the tasks finish."""
     cube = Cube(store, cube_id)
-    if not cube.exists():
-        raise ValueError(f"cube {cube_id} does not exist in {store.url}")
-    group = cube.group("r")
-    attrs = dict(group.attrs)
-    if "sumimage" not in group:
+    if cube.exists() and "sumimage" not in cube.group("r"):
         raise ValueError(f"cube {cube_id} has no sum image: run the background stage first")
-    shape = tuple(group["sumimage"].shape)
-    origin = tuple(attrs.get("origin") or (0, 0))
-    sector, camera, ccd = int(attrs["sector"]), int(attrs["camera"]), int(attrs["ccd"])
-    wcs = cube_wcs(catalog, cube_id)
+    counter = StageProgress(client, progress)
+    try:
+        graph = aperture_graph(store, catalog, cube_id, (), tile, stars, params, halo,
+                               transactions, counter)
+        return client.compute(graph).result()
+    finally:
+        counter.finish()
+        counter.detach()
 
-    # 1. the threshold of the whole image
-    progress("threshold", 0, 1)
-    thr = client.submit(_threshold_task, cube, params, pure=False,
-                        key=f"apertures-threshold-{cube_id}-{uuid.uuid4().hex[:8]}").result()
-    progress("threshold", 1, 1)
-    if not math.isfinite(thr[0]):
-        raise ValueError(f"cube {cube_id}: the sum image holds no finite value")
-    lap("threshold")
 
-    # 2. stars on the cube
-    star_table, star_arrays, star_source = None, None, None
-    if stars is not None:
-        star_table, star_source = load_stars(stars, catalog, wcs, shape)
-        star_arrays = (star_table["row"], star_table["col"], star_table["tmag"],
-                       np.arange(len(star_table)))
-    lap("stars")
+def _threshold_task(cube: Cube, params: Parameters, *upstream) -> dict:
+    started = _time.time()
+    group = cube.group("r")
+    if "sumimage" not in group:
+        raise ValueError(f"cube {cube.cube_id} has no sum image: run the background stage first")
+    cut, mode, sigma, bandwidth = (float(v) for v in k2p2.threshold(
+        group["sumimage"][...], params.thresh, params.trim, params.flux_limit, params.positive_only))
+    if not math.isfinite(cut):
+        raise ValueError(f"cube {cube.cube_id}: the sum image holds no finite value")
+    return {"cut": cut, "mode": mode, "sigma": sigma, "bandwidth": bandwidth, "started": started}
 
-    # 3. tiles
-    cores = tiles_of(shape, tile)
-    # every task gets the whole (small) star list: a tile that widens its halo needs
-    # the stars further out too
-    jobs = [(cube, shape, core, thr[0], params, star_arrays, halo) for core in cores]
-    blocks: list[dict] = []
-    widened, max_halo = 0, halo
-    for _, (block, used, tries) in _run(client, _tile_task, jobs, "tiles", progress,
-                                        key=lambda j: j[2]):
-        blocks.append(block)
-        widened += tries > 1
-        max_halo = max(max_halo, used)
-    found = records(concat_blocks(blocks))
-    lap("tiles")
 
-    # 4. documents
+def _stars_task(ref: CatalogRef, cube_id: str, source, shape, *upstream):
+    catalog = ref.open()
+    return load_stars(source, catalog, cube_wcs(catalog, cube_id), shape)
+
+
+def _tile_task(cube: Cube, shape, core, thr: dict, params: Parameters, star_set, halo: int):
+    stars = None
+    if star_set is not None:
+        table = star_set[0]
+        stars = (table["row"], table["col"], table["tmag"], np.arange(len(table)))
+    array = cube.group("r")["sumimage"]
+    return segment_tile(lambda a, b, c, d: array[a:b, c:d], shape, core, thr["cut"], params,
+                        stars, halo)
+
+
+def _write_task(ref: CatalogRef, facts: dict, thr: dict, star_set, blocks) -> AperturesReport:
+    """Documents (RA/Dec from the cube's WCS, matched catalog stars) and the atomic
+    replacement of the cube's apertures."""
+    catalog = ref.open()
+    cube_id, tile, params = facts["cube_id"], facts["tile"], facts["params"]
+    found = records(concat_blocks([b for b, _, _ in blocks]))
+    widened = sum(tries > 1 for _, _, tries in blocks)
+    max_halo = max([facts["halo"], *(used for _, used, _ in blocks)])
+    star_table, star_source = star_set if star_set is not None else (None, None)
     run = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     now = dt.datetime.now(dt.timezone.utc)
-    parameters = {**params.as_dict(), "method": METHOD, "eps": math.sqrt(2.0), "cut": thr[0],
-                  "mode": thr[1], "sigma": thr[2], "bandwidth": thr[3], "tile": tile,
-                  "halo": halo, "catalog": star_source}
-    docs = _documents(found, wcs, origin, (sector, camera, ccd), cube_id, tile, star_table,
-                      parameters, run, now)
-    lap("documents")
-
-    # 5. replace the cube's apertures
-    mode, removed = replace_apertures(catalog, (sector, camera, ccd), cube_id, docs, run, transactions)
-    lap("write")
-    return AperturesReport(cube_id, sector, camera, ccd, len(docs), float(thr[0]), float(thr[1]),
-                           float(thr[2]), float(thr[3]), tile, len(cores), widened, max_halo,
+    parameters = {**params.as_dict(), "method": METHOD, "eps": math.sqrt(2.0), "cut": thr["cut"],
+                  "mode": thr["mode"], "sigma": thr["sigma"], "bandwidth": thr["bandwidth"],
+                  "tile": tile, "halo": facts["halo"], "catalog": star_source}
+    docs = _documents(found, cube_wcs(catalog, cube_id), facts["origin"], facts["ccd"], cube_id,
+                      tile, star_table, parameters, run, now)
+    mode, removed = replace_apertures(catalog, facts["ccd"], cube_id, docs, run, facts["transactions"])
+    by_tile: dict[str, list] = {}
+    for d in docs:
+        by_tile.setdefault(tile_key(d["tile"]), []).append(d)
+    sector, camera, ccd = facts["ccd"]
+    return AperturesReport(cube_id, sector, camera, ccd, len(docs), thr["cut"], thr["mode"],
+                           thr["sigma"], thr["bandwidth"], tile, facts["n_tiles"], widened, max_halo,
                            0 if star_table is None else len(star_table),
                            sum(d["star"] is not None for d in docs), run, mode, removed,
-                           _time.perf_counter() - started, timings)
+                           _time.time() - thr["started"], {}, by_tile)
 
 
-def _threshold_task(cube: Cube, params: Parameters):
-    image = cube.group("r")["sumimage"][...]
-    return tuple(float(v) for v in k2p2.threshold(image, params.thresh, params.trim,
-                                                  params.flux_limit, params.positive_only))
-
-
-def _tile_task(job):
-    cube, shape, core, cut, params, stars, halo = job
-    array = cube.group("r")["sumimage"]
-    return segment_tile(lambda a, b, c, d: array[a:b, c:d], shape, core, cut, params, stars, halo)
+def core_key(core, origin, tile: int) -> str:
+    """The tile key (``pipeline.lightcurves.apertures.tile_key``) that the documents of
+    the apertures of a tile core (array coordinates) carry."""
+    return tile_key({"row": int(core[0]) + int(origin[0]), "col": int(core[2]) + int(origin[1]),
+                     "size": tile})
 
 
 def _documents(found, wcs, origin, ccd_key, cube_id, tile, star_table, parameters, run, now):
@@ -480,103 +506,3 @@ def aperture_pixels(catalog: Catalog, sector: int, camera: int, ccd: int,
 
 
 # ============================================================ WCS and stars
-def cube_wcs(catalog: Catalog, cube_id: str):
-    """WCS of the cube's pixel grid (0-based col, row) from its first good frame's
-    document, or None when no frame document carries one."""
-    from astropy.io import fits
-    from astropy.wcs import WCS
-
-    query = {"cube": cube_id, "status": "ingested", "wcs": {"$ne": None}}
-    docs = list(catalog.frames.find(query, {"_id": 0, "wcs": 1, "quality": 1, "cube_index": 1})
-                .sort("cube_index", 1))
-    if not docs:
-        return None
-    good = [d for d in docs if not int(d.get("quality") or 0) & BAD_QUALITY]
-    header = fits.Header.fromstring((good or docs)[0]["wcs"], sep="\n")
-    return WCS(header, relax=True)
-
-
-def load_stars(source, catalog: Catalog | None, wcs, shape, margin: float = STAR_MARGIN):
-    """Catalog stars on a cube: an astropy Table with id, ra, dec, tmag and their cube
-    pixel position row, col (0-based), for stars within ``margin`` px of the cube.
-    ``source``: a CSV/FITS path, a Table or dict of columns, or "catalog" (the
-    ``stars`` collection, fetched by an RA/Dec box around the cube). Returns (table,
-    a short description of the source)."""
-    from astropy.table import Table
-
-    if wcs is None:
-        raise ValueError("a star catalog needs the cube's WCS, but no frame document has one")
-    nr, nc = shape
-    if isinstance(source, str) and source in ("catalog", "stars", "mongo"):
-        table = _stars_from_collection(catalog, wcs, shape, margin)
-        described = "stars collection"
-    elif isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        fmt = "ascii.csv" if path.suffix.lower() in (".csv", ".txt") else None
-        table = Table.read(path, format=fmt) if fmt else Table.read(path)
-        described = path.name
-    else:
-        table = source if isinstance(source, Table) else Table(source)
-        described = "table"
-    table = _standard_columns(table)
-    if len(table):
-        x, y = wcs.all_world2pix(np.asarray(table["ra"], float), np.asarray(table["dec"], float), 0)
-    else:
-        x = y = np.empty(0)
-    table["row"] = np.asarray(y, dtype=np.float64)
-    table["col"] = np.asarray(x, dtype=np.float64)
-    keep = (np.isfinite(table["row"]) & np.isfinite(table["col"]) & np.isfinite(table["tmag"])
-            & (table["row"] > -margin) & (table["row"] < nr - 1 + margin)
-            & (table["col"] > -margin) & (table["col"] < nc - 1 + margin))
-    return table[keep], described
-
-
-def _standard_columns(table):
-    from astropy.table import Table
-
-    names = {n.lower(): n for n in table.colnames}
-    missing = [k for k in ("ra", "dec", "tmag") if k not in names]
-    if missing:
-        raise ValueError(f"star catalog lacks column(s) {missing}; it needs id, ra, dec, tmag "
-                         f"(has {table.colnames})")
-    ids = table[names["id"]] if "id" in names else np.arange(len(table))
-    return Table({"id": ids, "ra": np.asarray(table[names["ra"]], float),
-                  "dec": np.asarray(table[names["dec"]], float),
-                  "tmag": np.asarray(table[names["tmag"]], float)})
-
-
-def _stars_from_collection(catalog: Catalog, wcs, shape, margin):
-    """Stars of the ``stars`` collection in an RA/Dec box around the cube (a box on the
-    indexed fields, RA wrap and poles included), with their exact pixel test after."""
-    from astropy.table import Table
-
-    nr, nc = shape
-    edge_r = np.r_[np.linspace(-margin, nr - 1 + margin, 17), np.full(17, nr - 1 + margin),
-                   np.linspace(-margin, nr - 1 + margin, 17), np.full(17, -margin)]
-    edge_c = np.r_[np.full(17, -margin), np.linspace(-margin, nc - 1 + margin, 17),
-                   np.full(17, nc - 1 + margin), np.linspace(-margin, nc - 1 + margin, 17)]
-    ra, dec = wcs.all_pix2world(edge_c, edge_r, 0)
-    cra, cdec = wcs.all_pix2world([(nc - 1) / 2], [(nr - 1) / 2], 0)
-    pad = 0.05
-    dlo, dhi = float(np.min(dec)) - pad, float(np.max(dec)) + pad
-    query: dict = {"dec": {"$gte": max(dlo, -90.0), "$lte": min(dhi, 90.0)}}
-    near_pole = dhi >= 89.0 or dlo <= -89.0
-    # does the footprint hold a pole? then every RA
-    if not near_pole:
-        rel = ((np.asarray(ra) - float(cra[0]) + 180.0) % 360.0) - 180.0
-        lo, hi = float(cra[0]) + rel.min() - pad, float(cra[0]) + rel.max() + pad
-        lo_w, hi_w = lo % 360.0, hi % 360.0
-        if hi - lo >= 360.0:
-            pass
-        elif lo_w <= hi_w:
-            query["ra"] = {"$gte": lo_w, "$lte": hi_w}
-        else:                                         # wraps through RA 0
-            query["$or"] = [{"ra": {"$gte": lo_w}}, {"ra": {"$lte": hi_w}}]
-    docs = list(catalog.stars.find(query, {"_id": 0, "id": 1, "ra": 1, "dec": 1, "tmag": 1}))
-    return Table({"id": [d.get("id") for d in docs], "ra": [float(d["ra"]) for d in docs],
-                  "dec": [float(d["dec"]) for d in docs], "tmag": [float(d["tmag"]) for d in docs]})
-
-
-# ============================================================ Dask
-def _run(client: Client, fn, items: list, stage: str, progress: Progress, key=lambda item: item):
-    return map_progress(client, fn, items, stage, progress, key, prefix="apertures")

@@ -104,19 +104,22 @@ class IngestPlan:
     def cube_ids(self) -> list[str]:
         return [cube.cube_id for cube, _, _ in self.cubes]
 
-    def pixel_tasks(self, token: str = "") -> list:
-        """One Delayed per pixel task, keyed ``ingest-pixels-<cube>-<chunk>``."""
+    def pixel_tasks(self, token: str = "", progress=None) -> list:
+        """One Delayed per pixel task, keyed ``ingest-pixels-<cube>-<chunk>``.
+        ``progress``: a ``pipeline.cluster.StageProgress`` counting them as "ingest"."""
         token = token or dask.base.tokenize(self.paths, _time.time_ns())
-        return [dask.delayed(write_chunk, pure=False)(
+        fn = (lambda: progress.task(write_chunk, "ingest")) if progress else (lambda: write_chunk)
+        return [dask.delayed(fn(), pure=False)(
                     task, dask_key_name=f"ingest-pixels-{task[0].cube_id}-{task[1]}-{token}")
                 for task in self.tasks]
 
-    def graph(self, catalog: Catalog, token: str = ""):
+    def graph(self, catalog: Catalog, token: str = "", progress=None):
         """The whole remaining ingest as one Delayed whose result is the IngestReport:
         the pixel tasks, then one task recording frames and failures in the catalog."""
         token = token or dask.base.tokenize(self.paths, _time.time_ns())
-        return dask.delayed(_record, pure=False)(
-            self, catalog, self.pixel_tasks(token), dask_key_name=f"ingest-record-{token}")
+        record = progress.task(_record, "ingest") if progress else _record
+        return dask.delayed(record, pure=False)(
+            self, catalog, self.pixel_tasks(token, progress), dask_key_name=f"ingest-record-{token}")
 
 
 def ingest(inputs: Iterable[str], store: Store, catalog: Catalog, client: Client,
