@@ -79,11 +79,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mongo", help="MongoDB URL (else TESS_MONGO_URL, default embedded)")
     p.set_defaults(func=_export)
 
+    p = sub.add_parser("run", help="the whole run (ingest, background, apertures, light "
+                                   "curves) as one Dask graph, with progress")
+    p.add_argument("inputs", nargs="*", help="FITS files, folders of them or URLs")
+    p.add_argument("--cube", action="append", default=[],
+                   help="an ingested cube to (re)process; repeatable")
+    p.add_argument("--catalog", help="star catalog (CSV/FITS with id, ra, dec, tmag, or "
+                                     "'catalog' for the stars collection)")
+    p.add_argument("--tile", type=int, default=512, help="aperture tile size (px)")
+    _service_options(p)
+    p.set_defaults(func=_run)
+
     p = sub.add_parser("demo", help="simulate a small sector and run the pipeline on it "
                                     "with the embedded defaults")
     p.add_argument("--workdir", default="tess-demo", help="where the simulated FFIs go")
-    p.add_argument("--frames", type=int, default=24)
-    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--frames", type=int, default=200)
+    p.add_argument("--size", type=int, default=256)
     _service_options(p)
     p.set_defaults(func=_demo)
     return parser
@@ -226,12 +237,50 @@ def _print_report(report) -> None:
         print(f"  REJECTED {f.error}")
 
 
+def _run(args) -> int:
+    if not args.inputs and not args.cube:
+        raise SettingsError("give input files/folders or --cube IDs")
+    with _services(args) as (store, catalog, client):
+        job = _follow(args.inputs, args.cube, store, catalog, client, stars=args.catalog,
+                      tile=args.tile)
+    return 0 if job.status() == "done" else 1
+
+
+def _follow(inputs, cubes, store, catalog, client, **options):
+    """Submit a run and draw a progress bar per stage until it ends."""
+    from pipeline.graph import submit
+
+    job = submit(inputs, client=client, store=store, catalog=catalog, cubes=cubes, **options)
+    print(f"job:       {job.id}", flush=True)
+    update = _progress_bar()
+    try:
+        while job.wait(0.5) in ("queued", "running"):
+            for stage, p in job.progress().items():
+                if p["total"]:
+                    update(stage, p["done"], p["total"])
+    except KeyboardInterrupt:
+        job.cancel()
+        job.wait(30)
+        raise
+    for stage, p in job.progress().items():
+        if p["total"]:
+            update(stage, p["done"], p["total"])
+    if job.status() == "done":
+        report = job.result()
+        if report.ingest is not None:
+            _print_report(report.ingest)
+        for run in report.cubes.values():
+            print(run.background)
+            print(run.apertures)
+            print(run.lightcurves)
+        print(report)
+    else:
+        print(f"job {job.id} {job.status()}: {job._error}", file=sys.stderr)
+    return job
+
+
 def _demo(args) -> int:
-    from pipeline.simulate import simulate
-    from pipeline.stages.apertures import run_apertures
-    from pipeline.stages.background import run_background
-    from pipeline.stages.ingest import ingest
-    from pipeline.stages.lightcurves import run_lightcurves
+    from pipeline.simulate import load_truth, simulate
 
     workdir = Path(args.workdir)
     frames = sorted(workdir.glob("*_ffic.fits"))
@@ -245,24 +294,51 @@ def _demo(args) -> int:
                  cadence=1800.0, seed=42)
     with _services(args) as (store, catalog, client):
         frames = [str(p) for p in sorted(workdir.glob("*_ffic.fits"))]
-        report = ingest(frames, store, catalog, client, progress=_progress_bar())
-        _print_report(report)
-        cubes = sorted(catalog.frames.distinct("cube", {"status": "ingested"}))
-        for cube_id in cubes:
-            print(run_background(store, cube_id, client, progress=_progress_bar()))
-            print(run_apertures(store, catalog, cube_id, client, progress=_progress_bar()))
-            print(run_lightcurves(store, catalog, cube_id, client, progress=_progress_bar()))
+        job = _follow(frames, [], store, catalog, client)
+        if job.status() != "done":
+            return 1
+        report = job.result()
         counts = {name: catalog.db[name].count_documents({})
                   for name in ("frames", "apertures", "lightcurves")}
+        print(_demo_summary(catalog, report, load_truth(workdir / "truth.fits")))
     print("\nresults:")
-    for cube_id in cubes:
+    for cube_id in report.cubes:
         print(f"  cube:    {store.url_of(f'staging/{cube_id}.zarr')}  (flux, background, "
               f"pixel_flags, sumimage)")
     print(f"  raw:     {store.url_of('raw')}")
     print("  catalog: " + ", ".join(f"{n} {name}" for name, n in counts.items())
-          + f" (database tess at {'the embedded server' if not _settings(args).mongo_url else 'TESS_MONGO_URL'})")
-    print("  next:    tess-pipeline export DIR   (lightkurve-readable FITS light curves)")
-    return 0 if not report.rejected else 1
+          + f" (database tess at {'the embedded server' if not _settings(args).mongo_url else 'TESS_MONGO_URL'};"
+          f" job {report.job_id} in collection jobs)")
+    print("  next:    tess-pipeline export DIR   (lightkurve-readable FITS light curves)\n"
+          "           tess-pipeline api / tess-pipeline gui   (browse it)")
+    return 0 if not report.ingest.rejected else 1
+
+
+def _demo_summary(catalog, report, truth) -> str:
+    """What the demo measured against the simulation's truth."""
+    from pipeline.lightcurves import load_apertures, load_lightcurve
+    from pipeline.lightcurves.validation import compare_with_truth, summarise
+
+    lines = ["", "demo summary (against the simulation's truth):"]
+    for cube_id, run in report.cubes.items():
+        apertures = load_apertures(catalog, run.apertures.sector, run.apertures.camera,
+                                   run.apertures.ccd, cube_id)
+        curves = {a.label: load_lightcurve(catalog, run.apertures.sector, run.apertures.camera,
+                                           run.apertures.ccd, a.label) for a in apertures}
+        s = summarise(compare_with_truth(truth, apertures, curves))
+        lines += [
+            f"  {cube_id}: {len(apertures)} apertures, {run.lightcurves.written} light curves, "
+            f"{len(truth.stars)} simulated stars",
+            f"  precision (1-h rms / expected noise, {s['precision_n']} quiet isolated stars "
+            f"Tmag 8-13): median {s['precision_median']:.2f}, "
+            f"{100 * s['precision_within_1.2']:.0f}% within 1.2x",
+            f"  frequencies: {s['signal_freqs_recovered']} of {s['signal_freqs']} injected "
+            f"(amplitude SNR > 10) recovered within 1/T; pulsators with all recovered: "
+            f"{100 * s['signal_recovered']:.0f}% of {s['signal_stars']}",
+            f"  transits: {s['transits_n']} measured, {100 * s['transits_within_10pct']:.0f}% "
+            f"of depths within 10%" if s["transits_n"] else "  transits: none deep enough to measure",
+        ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,137 @@
+"""The whole run as one Dask graph and the jobs that follow it (real nx-27017, a real
+LocalCluster, simulated SPOC frames)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import pipeline
+from pipeline.cli import main as cli
+from pipeline.config import Settings
+from pipeline.graph import JobFailed, request_cancel
+from pipeline.lightcurves import load_lightcurve
+from pipeline.simulate import simulate
+from pipeline.stages.apertures import run_apertures
+from pipeline.stages.background import run_background
+from pipeline.stages.ingest import ingest
+from pipeline.stages.lightcurves import run_lightcurves
+from pipeline.store import Cube, Store
+
+CUBE = "s0022-2-1"
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory):
+    out = tmp_path_factory.mktemp("graph-frames")
+    simulate(out, frames=10, size=128, camera=2, ccd=1, sector=22, cadence=1800.0, seed=11)
+    (out / "broken_ffic.fits").write_bytes(b"SIMPLE  =                    T" + b" " * 50)
+    return out
+
+
+def test_one_graph_runs_every_stage_and_matches_the_stages_run_alone(frames, tmp_path, catalog,
+                                                                    mongo_server, dask_client):
+    store = Store(str(tmp_path / "graph"))
+    job = pipeline.submit([str(frames)], client=dask_client, store=store, catalog=catalog)
+    report = job.result(timeout=300)
+    assert job.status() == "done"
+    progress = job.progress()
+    assert set(progress) >= {"scan", "ingest", "background", "apertures", "lightcurves"}
+    assert all(p["done"] == p["total"] > 0 for p in progress.values())
+    assert list(report.cubes) == [CUBE]
+    assert report.ingest.count("ingested") == 10 and len(report.ingest.rejected) == 2
+    run = report.cubes[CUBE]
+    assert run.background.frames == 10
+    assert run.apertures.n_apertures > 5
+    assert run.lightcurves.written == run.apertures.n_apertures
+
+    doc = catalog.jobs.find_one({"_id": job.id})
+    assert doc["status"] == "done" and doc["error"] is None
+    assert doc["progress"] == progress
+    assert doc["counts"]["files_accepted"] == 10 and doc["counts"]["files_rejected"] == 2
+    assert doc["counts"]["lightcurves"] == run.lightcurves.written
+    assert {r["file"] for r in doc["rejected"]} == {"broken_ffic.fits", "truth.fits"}
+    assert all(r["reason"] for r in doc["rejected"])
+    assert set(doc["timings"]) >= {"plan", "ingest", "background", "apertures", "lightcurves", "total"}
+    assert doc["cubes"] == [CUBE] and doc["scheduler"] == dask_client.scheduler.address
+
+    # the same pixels through the stage functions, one after the other, give the same results
+    other = catalog.client[f"{catalog.db.name}_stages"]
+    from pipeline.catalog import Catalog
+    alone = Catalog(mongo_server.url, database=other.name)
+    alone.ensure_indexes()
+    try:
+        store2 = Store(str(tmp_path / "stages"))
+        ingest([str(p) for p in sorted(frames.glob("tess*_ffic.fits"))], store2, alone, dask_client)
+        run_background(store2, CUBE, dask_client)
+        aps = run_apertures(store2, alone, CUBE, dask_client)
+        run_lightcurves(store2, alone, CUBE, dask_client)
+        assert aps.n_apertures == run.apertures.n_apertures
+        for name in ("background", "sumimage", "pixel_flags"):
+            np.testing.assert_array_equal(Cube(store, CUBE).group("r")[name][...],
+                                          Cube(store2, CUBE).group("r")[name][...])
+        label = sorted(alone.lightcurves.distinct("label"))[len(aps.by_tile) // 2]
+        a, b = load_lightcurve(catalog, 22, 2, 1, label), load_lightcurve(alone, 22, 2, 1, label)
+        np.testing.assert_array_equal(a.flux, b.flux)
+    finally:
+        alone.client.drop_database(other.name)
+
+
+def test_rerun_replaces_and_never_duplicates(frames, tmp_path, catalog, dask_client):
+    store = Store(str(tmp_path / "store"))
+    first = pipeline.submit([str(frames)], client=dask_client, store=store, catalog=catalog).result(300)
+    n_ap = catalog.apertures.count_documents({})
+    n_lc = catalog.lightcurves.count_documents({})
+    n_frames = catalog.frames.count_documents({"status": "ingested"})
+    again = pipeline.submit([str(frames)], client=dask_client, store=store, catalog=catalog)
+    second = again.result(300)
+    assert second.ingest.count("duplicate") == 10 and second.ingest.count("ingested") == 0
+    assert list(second.cubes) == [CUBE]       # the cube of the duplicates is processed again
+    assert catalog.apertures.count_documents({}) == n_ap == first.n_apertures
+    assert catalog.lightcurves.count_documents({}) == n_lc
+    assert catalog.frames.count_documents({"status": "ingested"}) == n_frames == 10
+    # an ingested cube alone, by id
+    third = pipeline.submit(cubes=[CUBE], client=dask_client, store=store, catalog=catalog).result(300)
+    assert third.ingest is None and third.n_lightcurves == n_lc
+    assert catalog.jobs.count_documents({"status": "done"}) == 3
+
+
+def test_failures_and_cancellation_end_in_the_job_document(frames, tmp_path, catalog, dask_client):
+    store = Store(str(tmp_path / "store"))
+    bad = pipeline.submit(cubes=["s0099-1-1"], client=dask_client, store=store, catalog=catalog)
+    with pytest.raises(JobFailed, match="s0099-1-1"):
+        bad.result(60)
+    doc = catalog.jobs.find_one({"_id": bad.id})
+    assert doc["status"] == "failed" and "no cube s0099-1-1" in doc["error"]
+    assert not request_cancel(catalog, bad.id)          # finished jobs are not cancelled
+
+    # another process asks to cancel (the API's DELETE /jobs/{id}) before the graph runs
+    job = pipeline.submit([str(frames)], client=dask_client, store=store, catalog=catalog)
+    assert request_cancel(catalog, job.id)
+    assert job.wait(120) == "cancelled"
+    doc = catalog.jobs.find_one({"_id": job.id})
+    assert doc["status"] == "cancelled" and "cancelled" in doc["error"]
+    assert catalog.lightcurves.count_documents({}) == 0
+
+    with pytest.raises(ValueError, match="nothing to run"):
+        pipeline.submit([], client=dask_client, store=store, catalog=catalog)
+
+
+def test_submit_without_a_client_uses_the_configured_scheduler(frames, tmp_path, catalog,
+                                                              dask_client):
+    settings = Settings(store=str(tmp_path / "store"), scheduler=dask_client.scheduler.address)
+    job = pipeline.submit([str(frames)], settings=settings, catalog=catalog)
+    assert job.result(300).n_lightcurves > 0
+    assert dask_client.status == "running"              # the shared cluster is not closed
+
+
+def test_run_command_follows_the_job(frames, tmp_path, mongo_server, dask_client, capsys):
+    services = ["--store", str(tmp_path / "store"), "--mongo", mongo_server.url,
+                "--scheduler", dask_client.scheduler.address]
+    assert cli(["run", str(frames)] + services) == 0
+    out = capsys.readouterr()
+    assert "dashboard:" in out.out and "job:" in out.out and "<RunReport" in out.out
+    assert "lightcurves" in out.err                    # the per-stage progress bars
+    assert cli(["run", "--cube", "s0098-1-1"] + services) == 1
+    assert "no cube s0098-1-1" in capsys.readouterr().err
+    assert cli(["run"] + services) == 2
