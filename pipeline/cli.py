@@ -90,6 +90,21 @@ def _parser() -> argparse.ArgumentParser:
     _service_options(p)
     p.set_defaults(func=_run)
 
+    p = sub.add_parser("api", help="serve the HTTP API (FastAPI; docs at /docs)")
+    p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept other machines")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--store", help="store URL (else TESS_STORE, default ./tess-data)")
+    p.add_argument("--mongo", help="MongoDB URL (else TESS_MONGO_URL, default embedded)")
+    p.add_argument("--scheduler", help="Dask scheduler for jobs (else TESS_SCHEDULER, "
+                                       "default a local cluster)")
+    p.set_defaults(func=_api)
+
+    p = sub.add_parser("gui", help="serve the GUI (Streamlit) on the API at TESS_API_URL")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--api-url", help="the API (else TESS_API_URL, default http://127.0.0.1:8000)")
+    p.set_defaults(func=_gui)
+
     p = sub.add_parser("demo", help="simulate a small sector and run the pipeline on it "
                                     "with the embedded defaults")
     p.add_argument("--workdir", default="tess-demo", help="where the simulated FFIs go")
@@ -277,6 +292,19 @@ def _follow(inputs, cubes, store, catalog, client, **options):
     else:
         print(f"job {job.id} {job.status()}: {job._error}", file=sys.stderr)
     return job
+
+
+def _api(args) -> int:
+    from pipeline.api import serve
+
+    serve(_settings(args), host=args.host, port=args.port)
+    return 0
+
+
+def _gui(args) -> int:
+    from pipeline.gui import run
+
+    return run(api_url=args.api_url, port=args.port, host=args.host)
 
 
 def _demo(args) -> int:
