@@ -13,6 +13,11 @@ per tile, the catalog write) → the light curves and spectra (one task per aper
 tile, then the removal of stale ones). Every stage's tasks announce their completion
 (``pipeline.cluster.StageProgress``), so progress needs no future per task.
 
+Two jobs never work on the same cube at once: a job holds a catalog lease per cube
+(``pipeline.catalog.leases``) from the moment its file headers name the cubes until
+it ends, so a second run of the same CCD waits and then finds the first one's files
+already ingested.
+
 Each job has a ``jobs`` document (``_id`` = job id) that a watcher thread of the
 submitting process keeps up to date: status (queued → running → done | failed |
 cancelled), per-stage progress, timings, counts, rejected files and the error text.
@@ -22,6 +27,7 @@ the flag and cancels the graph.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import threading
@@ -33,6 +39,7 @@ from typing import Iterable
 from dask import delayed
 
 from pipeline.catalog import Catalog, connect
+from pipeline.catalog.leases import leases
 from pipeline.cluster import StageProgress
 from pipeline.config import Settings
 from pipeline.stages.apertures import TILE, aperture_graph, core_key, tiles_of
@@ -184,6 +191,8 @@ class Job:
         self._done = threading.Event()
         self._started = _time.time()
         self._timings: dict[str, float] = {}
+        self._leases = contextlib.ExitStack()
+        self._held: set[str] = set()
         self.catalog.jobs.insert_one({
             "_id": self.id, "status": "queued", "created": _now(), "started": None,
             "finished": None, "inputs": inputs, "cubes": cubes,
@@ -231,6 +240,7 @@ class Job:
             self._finish("cancelled" if self._cancel.is_set() else "failed",
                          error=_describe(exc))
         finally:
+            self._leases.close()
             self._progress.detach()
             if self._own_client and self._client is not None:
                 cluster = getattr(self._client, "cluster", None) if not self.settings.scheduler else None
@@ -253,11 +263,12 @@ class Job:
         if self.inputs:
             self._progress.expect("scan", 0)
             plan = plan_ingest(self.inputs, self.store, self.catalog, client,
-                               progress=self._planning_progress)
+                               progress=self._planning_progress, before_screening=self._hold)
             ingest_d = plan.graph(self.catalog, self.id, self._progress)
             cube_ids += plan.cube_ids + [r.cube for r in plan.reports.values()
                                          if r.status == "duplicate" and r.cube]
             self._update(counts=_plan_counts(plan), rejected=_rejections(plan.reports.values()))
+        self._hold(cube_ids)
         self._timings["plan"] = round(_time.time() - self._started, 3)
         self._check_cancel()
         for cube_id in self.cubes:
@@ -287,16 +298,31 @@ class Job:
             self._update(rejected=_rejections(report.ingest.files))
         self._finish("done", counts=_counts(report, plan))
 
+    def _hold(self, cube_ids) -> None:
+        """Take the leases of the cubes this job writes (waiting for other jobs')."""
+        wanted = sorted({f"cube:{c}" for c in cube_ids} - self._held)
+        if not wanted:
+            return
+
+        def waiting(name, other):
+            self._update(waiting=f"{name.removeprefix('cube:')} is being processed by job {other}")
+
+        self._leases.enter_context(leases(self.catalog, wanted, self.id, waiting=waiting,
+                                          cancelled=lambda: self._cancel.is_set() or self._cancel_requested()))
+        self._held.update(wanted)
+        self._update(waiting=None)
+
     def _planning_progress(self, phase: str, done: int, total: int) -> None:
         if phase == "scan":
             self._progress.totals["scan"] = total
             self._progress.done["scan"] = done
+            if done == total:
+                self._progress.finished_at.setdefault("scan", _time.time())
 
     def _note_stage_times(self, snapshot: dict) -> None:
         """Seconds since the job started at which each stage's last task finished."""
-        for stage, p in snapshot.items():
-            if p["total"] and p["done"] >= p["total"] and stage not in self._timings:
-                self._timings[stage] = round(_time.time() - self._started, 3)
+        for stage, at in self._progress.finished_at.items():
+            self._timings.setdefault(stage, round(at - self._started, 3))
 
     def _cancel_requested(self) -> bool:
         doc = self.catalog.jobs.find_one({"_id": self.id}, {"cancel_requested": 1})

@@ -135,3 +135,35 @@ def test_run_command_follows_the_job(frames, tmp_path, mongo_server, dask_client
     assert cli(["run", "--cube", "s0098-1-1"] + services) == 1
     assert "no cube s0098-1-1" in capsys.readouterr().err
     assert cli(["run"] + services) == 2
+
+
+def test_two_runs_of_the_same_ccd_at_once_serialise(frames, tmp_path, catalog, dask_client):
+    """Submitted together, the second waits for the first's cube lease, then finds every
+    file ingested: no cadence is appended twice, no document is duplicated."""
+    store = Store(str(tmp_path / "store"))
+    jobs = [pipeline.submit([str(frames)], client=dask_client, store=store, catalog=catalog)
+            for _ in range(2)]
+    reports = [job.result(300) for job in jobs]
+    assert sorted(r.ingest.count("ingested") for r in reports) == [0, 10]
+    assert sorted(r.ingest.count("duplicate") for r in reports) == [0, 10]
+    assert Cube(store, CUBE).group("r")["flux"].shape[0] == 10
+    assert catalog.frames.count_documents({"status": "ingested"}) == 10
+    n = reports[0].cubes[CUBE].apertures.n_apertures
+    assert catalog.apertures.count_documents({}) == n == catalog.lightcurves.count_documents({})
+    assert catalog.db["leases"].count_documents({}) == 0          # released at the end
+
+
+def test_lease_is_exclusive_and_taken_over_when_its_holder_died(catalog):
+    from pipeline.catalog.leases import LeaseTimeout, holder, leases, try_acquire
+
+    with leases(catalog, ["cube:a", "cube:b"], "job-1", ttl=30):
+        assert holder(catalog, "cube:a") == "job-1"
+        assert not try_acquire(catalog, "cube:b", "job-2")
+        with pytest.raises(LeaseTimeout, match="cube:b is held by job-1"):
+            with leases(catalog, ["cube:b"], "job-2", timeout=0.3, poll=0.1):
+                pass
+    assert holder(catalog, "cube:a") is None
+    assert try_acquire(catalog, "cube:c", "dead-job", ttl=0.1)       # never renewed
+    import time
+    time.sleep(0.2)
+    assert try_acquire(catalog, "cube:c", "job-3") and holder(catalog, "cube:c") == "job-3"

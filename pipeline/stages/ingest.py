@@ -139,9 +139,12 @@ def ingest(inputs: Iterable[str], store: Store, catalog: Catalog, client: Client
 
 
 def plan_ingest(inputs: Iterable[str], store: Store, catalog: Catalog, client: Client,
-                progress: Progress | None = None) -> IngestPlan:
+                progress: Progress | None = None, before_screening=None) -> IngestPlan:
     """Scan headers (on the cluster), screen duplicates and conflicts, and place every
-    accepted cadence in its cube. Rejections are recorded in the catalog here."""
+    accepted cadence in its cube. Rejections are recorded in the catalog here.
+    ``before_screening(cube_ids)`` is called once the headers say which cubes the files
+    go to, before the catalog is asked what is already ingested (a job takes the
+    cubes' leases there)."""
     started = _time.perf_counter()
     paths = expand_inputs(inputs)
     reports: dict[str, FileReport] = {p: FileReport(p, "rejected", name=_name(p)) for p in paths}
@@ -164,6 +167,9 @@ def plan_ingest(inputs: Iterable[str], store: Store, catalog: Catalog, client: C
         else:
             scanned[path] = result
     lap("scan")
+
+    if before_screening is not None:
+        before_screening(sorted({info.cube_id for info in scanned.values()}))
 
     # 2. names seen before: same bytes → duplicate, other bytes → conflict
     suspects = _name_clashes(scanned, catalog)
