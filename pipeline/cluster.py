@@ -151,6 +151,7 @@ class StageProgress:
         self.topic = topic or f"tess-progress-{os.getpid()}-{time.time_ns()}"
         self.totals: dict[str, int] = {}
         self.done: dict[str, int] = {}
+        self.finished_at: dict[str, float] = {}       # time.time() of each stage's last task
         self.callback = callback
         self._client = None
         if client is not None:
@@ -183,12 +184,15 @@ class StageProgress:
             return
         # a task re-run after a worker died reports twice; never count past the total
         self.done[stage] = min(self.done.get(stage, 0) + 1, self.totals.get(stage, 1 << 62))
+        if self.done[stage] == self.totals.get(stage):
+            self.finished_at.setdefault(stage, time.time())
         if self.callback is not None:
             self.callback(stage, self.done[stage], self.totals.get(stage, 0))
 
     def finish(self) -> None:
         """Everything finished (the final result is in): mark every stage complete."""
         for stage, total in self.totals.items():
+            self.finished_at.setdefault(stage, time.time())
             if self.done.get(stage, 0) != total:
                 self.done[stage] = total
                 if self.callback is not None:
