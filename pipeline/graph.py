@@ -193,7 +193,7 @@ class Job:
         self._timings: dict[str, float] = {}
         self._leases = contextlib.ExitStack()
         self._held: set[str] = set()
-        self.catalog.jobs.insert_one({
+        _insert_once(self.catalog.jobs, {
             "_id": self.id, "status": "queued", "created": _now(), "started": None,
             "finished": None, "inputs": inputs, "cubes": cubes,
             "parameters": {**options.describe(), "store": store.url}, "progress": {},
@@ -237,17 +237,26 @@ class Job:
         try:
             self._execute()
         except Exception as exc:  # noqa: BLE001 - every failure ends up in the job document
-            self._finish("cancelled" if self._cancel.is_set() else "failed",
-                         error=_describe(exc))
+            self._status, self._error = ("cancelled" if self._cancel.is_set() else "failed",
+                                         _describe(exc))
+            try:
+                self._finish(self._status, error=self._error)
+            except Exception:  # noqa: BLE001 - the catalog is gone: the error stays in memory
+                pass
         finally:
-            self._leases.close()
-            self._progress.detach()
-            if self._own_client and self._client is not None:
-                cluster = getattr(self._client, "cluster", None) if not self.settings.scheduler else None
-                self._client.close()
-                if cluster is not None:
-                    cluster.close()
+            for cleanup in (self._leases.close, self._progress.detach, self._close_client):
+                try:
+                    cleanup()
+                except Exception:  # noqa: BLE001 - cleaning up must not hide the outcome
+                    pass
             self._done.set()
+
+    def _close_client(self) -> None:
+        if self._own_client and self._client is not None:
+            cluster = getattr(self._client, "cluster", None) if not self.settings.scheduler else None
+            self._client.close()
+            if cluster is not None:
+                cluster.close()
 
     def _execute(self) -> None:
         if self._own_client:
@@ -344,6 +353,16 @@ class Job:
 
     def _update(self, **fields) -> None:
         self.catalog.jobs.update_one({"_id": self.id}, {"$set": {"status": self._status, **fields}})
+
+
+def _insert_once(collection, doc: dict) -> None:
+    """Insert a new document; its duplicate means a retried insert had landed."""
+    from pymongo.errors import DuplicateKeyError
+
+    try:
+        collection.insert_one(doc)
+    except DuplicateKeyError:
+        pass
 
 
 def _plan_counts(plan) -> dict:

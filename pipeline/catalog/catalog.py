@@ -15,6 +15,7 @@ from pathlib import Path
 import pymongo
 from pymongo import ASCENDING, DESCENDING, UpdateOne
 
+from pipeline.catalog.retry import RetryingCollection
 from pipeline.catalog.server import EmbeddedMongo
 from pipeline.config import Settings
 
@@ -59,11 +60,13 @@ class Catalog:
         process that started an embedded server ever stops it."""
         return (Catalog, (self.url, self.db.name))
 
-    frames = property(lambda self: self.db["frames"])
-    apertures = property(lambda self: self.db["apertures"])
-    lightcurves = property(lambda self: self.db["lightcurves"])
-    jobs = property(lambda self: self.db["jobs"])
-    stars = property(lambda self: self.db["stars"])
+    # single operations ride out a server restart (pipeline.catalog.retry)
+    frames = property(lambda self: RetryingCollection(self.db["frames"]))
+    apertures = property(lambda self: RetryingCollection(self.db["apertures"]))
+    lightcurves = property(lambda self: RetryingCollection(self.db["lightcurves"]))
+    jobs = property(lambda self: RetryingCollection(self.db["jobs"]))
+    stars = property(lambda self: RetryingCollection(self.db["stars"]))
+    leases = property(lambda self: RetryingCollection(self.db["leases"]))
 
     def ensure_indexes(self) -> None:
         for collection, keys, options in INDEXES:

@@ -35,13 +35,15 @@ def _expired_filter(name: str) -> dict:
 def try_acquire(catalog, name: str, owner: str, ttl: float = TTL) -> bool:
     doc = {"_id": name, "owner": owner, "expires_ts": time.time() + ttl, "taken": _now()}
     try:
-        catalog.db["leases"].insert_one(doc)
+        catalog.leases.insert_one(doc)
         return True
     except DuplicateKeyError:
+        stale = catalog.leases.find_one({"_id": name})
+        if stale and stale.get("owner") == owner:      # our own insert, retried after a drop
+            return True
         # a dead holder's lease: take it over (only one taker matches the old expiry)
-        stale = catalog.db["leases"].find_one({"_id": name})
         if stale and stale.get("expires_ts", 0) < time.time():
-            taken = catalog.db["leases"].update_one(
+            taken = catalog.leases.update_one(
                 {"_id": name, "expires_ts": stale["expires_ts"]},
                 {"$set": {"owner": owner, "expires_ts": time.time() + ttl, "taken": _now()}})
             return taken.modified_count == 1
@@ -49,12 +51,12 @@ def try_acquire(catalog, name: str, owner: str, ttl: float = TTL) -> bool:
 
 
 def holder(catalog, name: str) -> str | None:
-    doc = catalog.db["leases"].find_one({"_id": name})
+    doc = catalog.leases.find_one({"_id": name})
     return doc.get("owner") if doc and doc.get("expires_ts", 0) >= time.time() else None
 
 
 def release(catalog, name: str, owner: str) -> None:
-    catalog.db["leases"].delete_one({"_id": name, "owner": owner})
+    catalog.leases.delete_one({"_id": name, "owner": owner})
 
 
 @contextlib.contextmanager
@@ -82,8 +84,11 @@ def leases(catalog, names, owner: str, ttl: float = TTL, timeout: float | None =
 
         def renew():
             while not stop.wait(ttl / 3):
-                catalog.db["leases"].update_many({"_id": {"$in": held}, "owner": owner},
-                                                 {"$set": {"expires_ts": time.time() + ttl}})
+                try:
+                    catalog.leases.update_many({"_id": {"$in": held}, "owner": owner},
+                                               {"$set": {"expires_ts": time.time() + ttl}})
+                except Exception:  # noqa: BLE001 - catalog gone for long: the lease lapses
+                    pass
 
         beat = threading.Thread(target=renew, name=f"lease-{owner}", daemon=True)
         beat.start()
