@@ -249,7 +249,7 @@ def stage(n_frames, camera, ccd, seed):
             catalog.ensure_indexes()
             rates = {}
             for workers in (1, 2):
-                client = local(n_workers=workers, dashboard_address=None)
+                client = local(n_workers=workers)
                 try:
                     if workers == 1:
                         report = ingest([str(p) for p in sim.paths], store, catalog, client)

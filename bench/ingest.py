@@ -108,7 +108,7 @@ def main(argv=None):
         s3_options = {"key": "bench", "secret": "bench", "client_kwargs": {"endpoint_url": endpoint}}
         s3fs.S3FileSystem(**s3_options).mkdir("bench")
 
-    client = local(n_workers=args.workers, dashboard_address=None)
+    client = local(n_workers=args.workers)
     # a warm cluster, as in a long-running deployment: workers import the stage once
     client.run(lambda: __import__("pipeline.stages.ingest"))
     mongo = EmbeddedMongo("memory")

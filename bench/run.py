@@ -65,7 +65,7 @@ def one_run(frames: list[str], workers: int, mongo_url: str, workdir: Path) -> d
     from pipeline.cluster import local
     from pipeline.store import Store
 
-    client = local(n_workers=workers, dashboard_address=None)
+    client = local(n_workers=workers)
     catalog = Catalog(mongo_url, database=f"bench_{uuid.uuid4().hex[:8]}")
     catalog.ensure_indexes()
     try:

@@ -73,7 +73,7 @@ def s3_settings(s3_server, monkeypatch):
 def dask_client():
     from pipeline.cluster import local
 
-    client = local(n_workers=2, dashboard_address=None)
+    client = local(n_workers=2)
     yield client
     cluster = client.cluster
     client.close()

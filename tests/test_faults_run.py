@@ -64,7 +64,7 @@ def _wait_for(job, stage: str, timeout: float = 120.0) -> None:
 def test_a_worker_killed_mid_run_changes_nothing(frames, tmp_path, catalog, undisturbed):
     from pipeline.cluster import local
 
-    client = local(n_workers=2, dashboard_address=None)
+    client = local(n_workers=2)
     try:
         store = Store(str(tmp_path / "store"))
         job = pipeline.submit([str(frames)], client=client, store=store, catalog=catalog)
