@@ -5,7 +5,7 @@ PY      = $(VENV)/bin/python
 UV      = $(VENV)/bin/uv
 CONSTRAINTS = constraints.txt
 
-.PHONY: demo test bench install install-dev lock clean
+.PHONY: demo test test-integration bench install install-dev lock clean
 
 $(VENV)/bin/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -23,11 +23,17 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The pipeline against a real S3 server (Ceph RADOS Gateway, scripts/s3-server.sh) and nx-27017.
+test-integration: $(VENV)/.installed
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
 # Benchmarks print figures (ratios against baselines measured in the same run).
 bench: $(VENV)/.installed
 	$(PY) bench/ingest.py
 	$(PY) bench/background.py
 	$(PY) bench/apertures.py
+	$(PY) bench/run.py
+	$(PY) bench/api.py
 
 # Re-resolve the working set (run when pyproject.toml's ranges change).
 lock: $(VENV)/bin/uv

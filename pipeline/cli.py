@@ -86,6 +86,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="an ingested cube to (re)process; repeatable")
     p.add_argument("--catalog", help="star catalog (CSV/FITS with id, ra, dec, tmag, or "
                                      "'catalog' for the stars collection)")
+    p.add_argument("--targets-only", action="store_true",
+                   help="light curves only for apertures holding a --catalog star")
     p.add_argument("--tile", type=int, default=512, help="aperture tile size (px)")
     _service_options(p)
     p.set_defaults(func=_run)
@@ -255,9 +257,11 @@ def _print_report(report) -> None:
 def _run(args) -> int:
     if not args.inputs and not args.cube:
         raise SettingsError("give input files/folders or --cube IDs")
+    if args.targets_only and not args.catalog:
+        raise SettingsError("--targets-only needs a star catalog (--catalog FILE)")
     with _services(args) as (store, catalog, client):
         job = _follow(args.inputs, args.cube, store, catalog, client, stars=args.catalog,
-                      tile=args.tile)
+                      tile=args.tile, targets_only=args.targets_only)
     return 0 if job.status() == "done" else 1
 
 

@@ -94,6 +94,7 @@ class RunOptions:
     def describe(self) -> dict:
         stars = self.stars if isinstance(self.stars, (str, type(None))) else "table"
         return {"stars": str(stars) if stars is not None else None, "tile": self.tile,
+                "targets_only": self.lightcurves.targets_only,
                 "exclude": None if self.exclude is None else len(list(self.exclude))}
 
 
@@ -144,10 +145,12 @@ def _report(job_id: str, ingest, runs: dict, started: float) -> RunReport:
 def submit(inputs: Iterable[str] | str = (), client=None, settings: Settings | None = None, *,
            store: Store | None = None, catalog: Catalog | None = None,
            cubes: Iterable[str] | None = None, stars=None, exclude=None, tile: int = TILE,
-           job_id: str | None = None) -> "Job":
+           targets_only: bool = False, job_id: str | None = None) -> "Job":
     """Start a run and return its ``Job`` at once. ``inputs``: FITS files, folders of
     them or URLs (also keys already in the store's raw zone); ``cubes``: cube ids
-    already ingested, for which the later stages run. Without ``client`` the job
+    already ingested, for which the later stages run. ``stars``: a star catalog for
+    the apertures; with ``targets_only`` only apertures holding one of its stars get a
+    light curve (TASOC's targets). Without ``client`` the job
     uses ``settings.scheduler`` or starts a local cluster, closed when it ends."""
     settings = settings or Settings.load()
     store = store or Store.from_settings(settings)
@@ -156,7 +159,10 @@ def submit(inputs: Iterable[str] | str = (), client=None, settings: Settings | N
     cubes = list(cubes or [])
     if not inputs and not cubes:
         raise ValueError("nothing to run: give input files or cube ids")
-    options = RunOptions(stars=stars, exclude=exclude, tile=tile)
+    if targets_only and stars is None:
+        raise ValueError("targets_only needs a star catalog (stars=...)")
+    options = RunOptions(stars=stars, exclude=exclude, tile=tile,
+                         lightcurves=LightcurveOptions(targets_only=targets_only))
     return Job(store, catalog, client, settings, inputs, cubes, options, job_id)
 
 

@@ -167,3 +167,28 @@ def test_lease_is_exclusive_and_taken_over_when_its_holder_died(catalog):
     import time
     time.sleep(0.2)
     assert try_acquire(catalog, "cube:c", "job-3") and holder(catalog, "cube:c") == "job-3"
+
+
+def test_targets_only_keeps_the_light_curves_of_catalog_stars(frames, tmp_path, catalog,
+                                                             dask_client):
+    from astropy.table import Table
+
+    from pipeline.simulate import geometry, load_truth
+
+    store = Store(str(tmp_path / "store"))
+    everything = pipeline.submit([str(frames)], client=dask_client, store=store,
+                                 catalog=catalog).result(300)
+    truth = load_truth(frames / "truth.fits")
+    bright = truth.stars[np.asarray(truth.stars["tmag"]) <= 13.0]
+    wcs = geometry.wcs(128, 22, 2, 1).slice((slice(0, 128), slice(44, 44 + 128)))
+    ra, dec = wcs.all_pix2world(np.asarray(bright["col"], float), np.asarray(bright["row"], float), 0)
+    stars = Table({"id": np.arange(len(bright)), "ra": ra, "dec": dec,
+                   "tmag": np.asarray(bright["tmag"], float)})
+    targets = pipeline.submit(cubes=[CUBE], client=dask_client, store=store, catalog=catalog,
+                              stars=stars, targets_only=True).result(300)
+    matched = catalog.apertures.count_documents({"star": {"$ne": None}})
+    assert 0 < matched < everything.n_apertures
+    assert targets.n_lightcurves == matched == catalog.lightcurves.count_documents({})
+    with pytest.raises(ValueError, match="star catalog"):
+        pipeline.submit(cubes=[CUBE], client=dask_client, store=store, catalog=catalog,
+                        targets_only=True)

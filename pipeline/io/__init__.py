@@ -18,7 +18,10 @@ Decisions (details in each module's docstring):
   strictly increasing (rows sorted if needed; duplicate times: "inconsistent").
 - cadenceno: FFI: FFIINDEX, else round(TSTART / TIMEDEL). TESScut (whose CADENCENO
   column is 0 or a row counter): FFIINDEX + round((tstart - TSTART) / TIMEDEL), else
-  round(tstart / TIMEDEL). TPF: its CADENCENO column.
+  round(tstart / TIMEDEL). TPF: its CADENCENO column. A cadence number outside
+  0..2^31-1 (a broken FFIINDEX, TSTART or TIMEDEL) is "inconsistent".
+- TIMEDEL outside 1 s..1 d, or missing: the cadence is measured from the time stamps
+  (the longest nominal TESS cadence every step is a multiple of), noted.
 - quality: an FFI without DQUALITY but otherwise valid gets 0 (noted).
 - origin of a cut-out/TPF: (2CRVnP - 1, 1CRVnP - 45), the keywords being 1-based
   FFI-image coordinates with 44 leading collateral columns; None (noted) when the
@@ -28,6 +31,13 @@ Decisions (details in each module's docstring):
   outside the stamp), e.g. astrocut's degenerate 1x1 fit or the 2018 TESScut header.
 - read_info never reads an FFI's pixels, so "all-NaN image" for an FFI comes from
   read(); for cut-outs/TPFs (whose table read_info loads anyway) from both.
+- Bytes after an HDU that are neither another HDU nor blank padding (a corrupt
+  extension header, trailing junk): "unreadable". Header cards astropy cannot parse are
+  kept as their raw text in ``header_to_dict``.
+- Robustness is fuzzed (tests/test_fuzz_readers*.py): mutated headers, shapes,
+  BITPIX, NaN/inf floods, truncations give a result or a TessFileError, never another
+  exception or a hang. The one other exception: an object store that stays down after
+  its retries raises ``pipeline.store.StoreUnavailable`` (an outage is no bad file).
 """
 
 from pipeline.io.detect import detect_kind

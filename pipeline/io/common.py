@@ -24,6 +24,9 @@ LEADING_COLS = 44
 TRAILING_ROWS = 30
 
 DAY = 86400.0
+# A TIMEDEL outside these (s) is a broken keyword: a tiny one would make tstart == tstop
+# and cadence numbers overflow; TESS cadences are 20 s to 30 min.
+MIN_CADENCE_S, MAX_CADENCE_S = 1.0, DAY
 # TESS cadences (s): FFIs 1800 (S1-26), 600 (S27-55), 200 (S56+); TPFs 120 and 20.
 NOMINAL_CADENCES_S = (1800.0, 600.0, 200.0, 120.0, 20.0)
 
@@ -122,35 +125,73 @@ def resolve_ids(path: str, header_ids: dict[str, int | None], sources: list[tupl
 
 
 def cadence_days(timedel, spacing: np.ndarray | None, path: str, notes: list[str]) -> float:
-    """The cadence length in days: TIMEDEL when the header has it, else the median
-    spacing of the times (or TSTOP - TSTART), snapped to the nominal TESS cadence it
-    is within 2 % of."""
+    """The cadence length in days: TIMEDEL when the header has a plausible one (1 s to
+    1 d), else measured from the time stamps: the longest nominal TESS cadence of which
+    every spacing is a whole multiple (within 2 %), so rows dropped for a non-finite
+    TIME, which leave gaps of two or more cadences, do not change it; else the median
+    spacing (snapped to a nominal cadence within 2 %)."""
     value = as_float(timedel)
-    if value is not None and value > 0:
+    if value is not None and MIN_CADENCE_S <= value * DAY <= MAX_CADENCE_S:
         return value
-    if spacing is None or not np.any(np.isfinite(spacing) & (spacing > 0)):
+    if value is not None or not is_blank(timedel):
+        problem = f"TIMEDEL = {timedel!r} is not a cadence of {MIN_CADENCE_S:g} s to 1 d"
+        if spacing is None or not np.any(np.isfinite(spacing) & (spacing > 0)):
+            raise TessFileError(path, "inconsistent", f"{problem} and the cadence cannot be "
+                                                      "measured")
+        note(notes, path, f"{problem}; measured from the time stamps instead")
+    elif spacing is None or not np.any(np.isfinite(spacing) & (spacing > 0)):
         raise TessFileError(path, "missing keyword",
                             "TIMEDEL is missing and the cadence cannot be measured")
-    measured = float(np.median(spacing[np.isfinite(spacing) & (spacing > 0)]))
+    steps = spacing[np.isfinite(spacing) & (spacing > 0)] * DAY
     for seconds in NOMINAL_CADENCES_S:
-        if abs(measured * DAY - seconds) <= 0.02 * seconds:
+        multiples = steps / seconds
+        if np.all(multiples > 0.98) and np.all(np.abs(multiples - np.round(multiples)) <= 0.02):
             note(notes, path, f"TIMEDEL missing; cadence {seconds:g} s from the time stamps")
             return seconds / DAY
-    note(notes, path, f"TIMEDEL missing; cadence {measured * DAY:.2f} s measured from the "
+    measured = float(np.median(steps))
+    for seconds in NOMINAL_CADENCES_S:
+        if abs(measured - seconds) <= 0.02 * seconds:
+            note(notes, path, f"TIMEDEL missing; cadence {seconds:g} s from the median "
+                              f"time step")
+            return seconds / DAY
+    note(notes, path, f"TIMEDEL missing; cadence {measured:.2f} s measured from the "
                       f"time stamps (not a nominal TESS cadence)")
-    return measured
+    return measured / DAY
 
 
 def cadence_numbers(tstart: np.ndarray, timedel: float, ffiindex: int | None = None,
-                    anchor: float | None = None) -> np.ndarray:
+                    anchor: float | None = None, path: str = "") -> np.ndarray:
     """Cadence numbers from start times. With the SPOC FFI counter ``ffiindex`` of the
     cadence that starts at ``anchor``: ffiindex + round((tstart - anchor) / timedel).
     Without it: round(tstart / timedel), a number that counts cadence intervals since
     BTJD 0 — unique and increasing for one cadence length, the same for a frame read
-    from its FFI or from a cut-out of it."""
-    if ffiindex is not None and anchor is not None:
-        return ffiindex + np.round((tstart - anchor) / timedel).astype(np.int64)
-    return np.round(tstart / timedel).astype(np.int64)
+    from its FFI or from a cut-out of it. Checked with ``check_cadences``."""
+    with np.errstate(all="ignore"):
+        if ffiindex is not None and anchor is not None:
+            values = float(ffiindex) + np.round((tstart - anchor) / timedel)
+            how = "FFIINDEX + round((tstart - TSTART) / TIMEDEL)"
+        else:
+            values = np.round(tstart / timedel)
+            how = "round(tstart / TIMEDEL)"
+    return check_cadences(path, values, how)
+
+
+# A cadence number counts cadences since BTJD 0 at most (20-s cadences: ~4e6 per
+# year); anything outside 0..2^31-1 comes from a broken time or counter keyword.
+MAX_CADENCENO = 2 ** 31 - 1
+
+
+def check_cadences(path: str, values, how: str) -> np.ndarray:
+    """``values`` as int64 cadence numbers, or an "inconsistent" error when one is not
+    a finite whole number in 0..MAX_CADENCENO (int64 overflow would be garbage)."""
+    array = np.atleast_1d(np.asarray(values, dtype=np.float64))
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(array) | (array < 0) | (array > MAX_CADENCENO)
+    if np.any(bad):
+        first = array[np.flatnonzero(bad)[0]]
+        raise TessFileError(path, "inconsistent", f"cadence number {first!r} from {how} is "
+                            f"outside 0..{MAX_CADENCENO} (a broken time or counter keyword)")
+    return np.asarray(array, dtype=np.int64)
 
 
 def wcs_problem(wcs: WCS, shape: tuple[int, int], target=None) -> str | None:

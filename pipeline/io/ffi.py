@@ -30,8 +30,8 @@ import numpy as np
 from astropy.io import fits
 
 from pipeline.io.common import (LEADING_COLS, TRAILING_ROWS, as_float, as_int, cadence_days,
-                                cadence_numbers, get, ids_from_name, make_wcs, note,
-                                resolve_ids)
+                                cadence_numbers, check_cadences, get, ids_from_name,
+                                make_wcs, note, resolve_ids)
 from pipeline.io.model import StackInfo, TessFileError
 from pipeline.io.source import Source
 
@@ -82,6 +82,10 @@ def read_info(src: Source) -> StackInfo:
                                                      "in both HDU 1 and the primary header")
     if tstop <= tstart:
         raise TessFileError(path, "inconsistent", f"TSTOP {tstop} is not after TSTART {tstart}")
+    time = (tstart + tstop) / 2.0
+    if not np.isfinite(time) or not np.isfinite(tstop - tstart):
+        raise TessFileError(path, "inconsistent", f"TSTART {tstart} and TSTOP {tstop} do not "
+                                                  "give a finite mid-exposure time")
 
     dquality = get(headers, "DQUALITY")
     quality = as_int(dquality)
@@ -93,10 +97,10 @@ def read_info(src: Source) -> StackInfo:
 
     ffiindex = as_int(get((primary, image), "FFIINDEX"))
     if ffiindex is not None:
-        cadenceno = ffiindex
+        cadenceno = int(check_cadences(path, ffiindex, "FFIINDEX")[0])
     else:
         timedel = cadence_days(get(headers, "TIMEDEL"), np.array([tstop - tstart]), path, notes)
-        cadenceno = int(cadence_numbers(np.array([tstart]), timedel)[0])
+        cadenceno = int(cadence_numbers(np.array([tstart]), timedel, path=path)[0])
         note(notes, path, f"FFIINDEX missing; cadenceno {cadenceno} = round(TSTART / TIMEDEL)")
 
     date_obs = get(headers, "DATE-OBS")
@@ -106,7 +110,7 @@ def read_info(src: Source) -> StackInfo:
     return StackInfo(
         path=path, name=src.name, kind="ffi", sector=sector, camera=camera, ccd=ccd,
         shape=(rows, cols), origin=(0, 0),
-        time=np.array([(tstart + tstop) / 2.0]), tstart=np.array([tstart]),
+        time=np.array([time]), tstart=np.array([tstart]),
         tstop=np.array([tstop]), cadenceno=np.array([cadenceno], dtype=np.int64),
         quality=np.array([quality], dtype=np.int32), ffi_files=[src.name],
         date_obs=str(date_obs or ""), primary_header=primary.copy(),

@@ -108,7 +108,10 @@ def header_to_dict(header: fits.Header) -> dict:
         key = card.keyword
         if not key:
             continue
-        value = card.value
+        try:
+            value = card.value
+        except Exception:  # an unparsable card (astropy parses values lazily): keep its
+            value = _raw_value(card)  # text, so the document is written and shows it
         if isinstance(value, fits.card.Undefined):
             value = None
         elif isinstance(value, (np.integer,)):
@@ -128,3 +131,11 @@ def header_to_dict(header: fits.Header) -> dict:
 
 def _safe(text: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)
+
+
+def _raw_value(card) -> str:
+    """The value text of a card astropy cannot parse (between '= ' and any comment),
+    from the card as read: ``card.image`` would try to 'fix' it and may raise again."""
+    image = getattr(card, "_image", None) or ""
+    text = image[10:] if image[8:10] == "= " else image[8:]
+    return text.split(" /", 1)[0].strip()

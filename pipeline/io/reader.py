@@ -2,7 +2,9 @@
 
 Every failure is a ``TessFileError`` naming the file and a category; an unexpected
 exception from astropy/numpy while reading becomes ("unreadable", "<Type>: <message>"),
-so one bad file never crashes a batch with an unexplained traceback.
+so one bad file never crashes a batch with an unexplained traceback. The one exception:
+an object store (``s3://...``) that stays unreachable after its retries raises
+``pipeline.store.StoreUnavailable`` — an outage is not a bad file.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import os
 
 from pipeline.io.detect import READERS, detect_kind
 from pipeline.io.model import FrameStack, StackInfo, TessFileError
-from pipeline.io.source import open_fits
+from pipeline.io.source import open_fits, raise_if_store_down
 
 
 def read_info(path, storage_options: dict | None = None) -> StackInfo:
@@ -47,6 +49,7 @@ def _guarded(path, storage_options, action, data=None):
     except MemoryError:
         raise
     except Exception as exc:
+        raise_if_store_down(name, exc)
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise TessFileError(name, "unreadable",
                             f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__) from exc

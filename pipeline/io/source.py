@@ -8,7 +8,8 @@ as an fsspec file object, so only the bytes astropy asks for are read.
 
 Before astropy parses anything, ``scan_structure`` walks the headers block by block
 (2880-byte FITS blocks) and checks that every HDU's data, as its header declares it
-(``|BITPIX|/8 * GCOUNT * (PCOUNT + NAXIS1*...*NAXISn)``), is really in the file.
+(``|BITPIX|/8 * GCOUNT * (PCOUNT + NAXIS1*...*NAXISn)``), is really in the file, and
+that whatever follows an HDU is another HDU (or blank padding), not a corrupt header.
 astropy on its own only *warns* about a short file and pads the data with zeros, so
 this explicit check is what turns a cut download into a "truncated" error — for
 ``read_info`` as well as ``read``, and without reading any pixel data (plain files:
@@ -83,6 +84,7 @@ def open_fits(path, storage_options: dict | None = None,
     except FileNotFoundError as exc:
         raise TessFileError(spath, "unreadable", f"no such file ({exc})") from None
     except Exception as exc:  # bad URL, unknown protocol, permission, network
+        raise_if_store_down(spath, exc)
         raise TessFileError(spath, "unreadable", f"cannot open: {type(exc).__name__}: {exc}") from None
     try:
         magic = raw.read(2)
@@ -106,6 +108,18 @@ def open_fits(path, storage_options: dict | None = None,
             hdul.close()
     finally:
         raw.close()
+
+
+def raise_if_store_down(path: str, exc: Exception) -> None:
+    """An object store that is down (after its retries) is not a bad file: raise
+    ``pipeline.store.StoreUnavailable`` instead of a TessFileError, so the caller fails
+    the run rather than rejecting the file."""
+    from pipeline.store.retry import StoreUnavailable, is_transient  # only on failure
+    if isinstance(exc, StoreUnavailable):
+        raise exc
+    if "://" in path and is_transient(exc):
+        store = "/".join(path.split("/", 3)[:3])
+        raise StoreUnavailable(store, path, "reading", f"{type(exc).__name__}: {exc}") from exc
 
 
 def _gunzip(path: str, raw) -> io.BytesIO:
@@ -140,7 +154,7 @@ def scan_structure(path: str, fobj) -> list[HduLayout]:
     while offset < size and len(layout) < MAX_HDUS:
         fobj.seek(offset)
         cards, header_end = _read_header(path, fobj, offset, size, len(layout))
-        if cards is None:  # trailing bytes that are not another HDU: ignored, as astropy does
+        if cards is None:  # trailing padding (zeros or blanks) after the last HDU: ignored
             break
         hdu = _layout(path, len(layout), offset, header_end, cards)
         if hdu.data_offset + hdu.data_size > size:
@@ -165,7 +179,14 @@ def _read_header(path, fobj, offset, size, index):
     for block_no in range(MAX_HEADER_BLOCKS):
         block = fobj.read(BLOCK)
         if block_no == 0 and index > 0 and not block.startswith(b"XTENSION="):
-            return None, None
+            if not block.strip(b"\0 "):
+                return None, None
+            # astropy would silently drop everything from here on (a corrupt extension
+            # header would make an FFI look like a raw one, or lose a TPF's tables)
+            raise TessFileError(path, "unreadable",
+                                f"the {size - offset} bytes from byte {offset} (after HDU "
+                                f"{index - 1}) do not start with an XTENSION card: a "
+                                f"corrupt extension header or trailing junk")
         if len(block) < BLOCK:
             got = offset + block_no * BLOCK + len(block)
             raise TessFileError(path, "truncated",

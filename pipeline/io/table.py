@@ -35,8 +35,8 @@ import numpy as np
 from astropy.io import fits
 
 from pipeline.io.common import (CCD_SCIENCE, LEADING_COLS, as_float, as_int, cadence_days,
-                                cadence_numbers, get, ids_from_name, make_wcs, note,
-                                resolve_ids, wcs_problem)
+                                cadence_numbers, check_cadences, get, ids_from_name,
+                                make_wcs, note, resolve_ids, wcs_problem)
 from pipeline.io.model import StackInfo, TessFileError
 from pipeline.io.source import Source
 
@@ -180,16 +180,16 @@ def _cadenceno(path, flavour, names, data, keep, tstart, timedel, primary, thead
         column = np.asarray(data.field(names.index("CADENCENO"))[keep], dtype=np.int64)
     if flavour.cadenceno_is_real and column is not None:
         if np.all(np.diff(column) > 0) and np.all(column > 0):
-            return column
+            return check_cadences(path, column, "the CADENCENO column")
         note(notes, path, "CADENCENO is not strictly increasing; cadence numbers derived "
                           "from the times instead")
     ffiindex = as_int(get((primary, theader), "FFIINDEX"))
     anchor = as_float(get((primary, theader), "TSTART"))
     if ffiindex is not None and anchor is not None and flavour.kind == "tesscut":
-        cadenceno = cadence_numbers(tstart, timedel, ffiindex, anchor)
+        cadenceno = cadence_numbers(tstart, timedel, ffiindex, anchor, path=path)
         how = "FFIINDEX + round((tstart - TSTART) / TIMEDEL)"
     else:
-        cadenceno = cadence_numbers(tstart, timedel)
+        cadenceno = cadence_numbers(tstart, timedel, path=path)
         how = "round(tstart / TIMEDEL)"
     if not flavour.cadenceno_is_real:
         # TESScut never knows the FFI cadence numbers: astrocut writes 0, early

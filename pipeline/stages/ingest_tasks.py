@@ -10,7 +10,7 @@ import fsspec
 import numpy as np
 
 from pipeline.io import TessFileError, read, read_info
-from pipeline.store import RawConflict, Store
+from pipeline.store import RawConflict, Store, is_transient
 
 
 def options_for(path: str, store: Store) -> dict:
@@ -26,6 +26,8 @@ def scan(job):
     except TessFileError as exc:
         return exc
     except (OSError, ValueError) as exc:
+        if is_transient(exc):  # the store is down, the file may be fine: fail the task
+            raise
         return TessFileError(path, "unreadable", str(exc))
 
 
@@ -34,6 +36,8 @@ def hash_file(job):
     try:
         return hashlib.sha256(read_bytes(path, options)).hexdigest()
     except OSError as exc:
+        if is_transient(exc):
+            raise
         return exc
 
 
@@ -59,11 +63,6 @@ def write_chunk(task):
     for path, positions in rows_of.items():
         try:
             data = read_bytes(path, options_for(path, cube.store))
-            if path in copies:
-                checksum = hashlib.sha256(data).hexdigest()
-                local_copy = cube.store.is_local and "://" not in path
-                cube.store.put_raw(path if local_copy else data, copies[path], checksum, name=path)
-                stored[path] = (checksum, len(data))
             if len(positions) == 1 and slots[positions[0]][2] == 0:
                 j = positions[0]
                 read(path, data=data, out=(flux[j:j + 1], err[j:j + 1]))
@@ -71,11 +70,18 @@ def write_chunk(task):
                 stack = read(path, data=data)
                 for j in positions:
                     flux[j], err[j] = stack.flux[slots[j][2]], stack.flux_err[slots[j][2]]
+            if path in copies:  # only a file whose pixels were read reaches the raw zone
+                checksum = hashlib.sha256(data).hexdigest()
+                local_copy = cube.store.is_local and "://" not in path
+                cube.store.put_raw(path if local_copy else data, copies[path], checksum, name=path)
+                stored[path] = (checksum, len(data))
         except TessFileError as exc:
             failed[path] = exc
         except RawConflict as exc:
             failed[path] = TessFileError(path, "conflict", str(exc))
         except (OSError, ValueError) as exc:
+            if is_transient(exc):
+                raise
             failed[path] = TessFileError(path, "unreadable", str(exc))
     start = None
     for j, (index, path, _) in enumerate(slots + [(None, None, None)]):

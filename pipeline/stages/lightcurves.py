@@ -81,6 +81,8 @@ class LightcurveOptions:
     min_separation_uhz: float | None = None   # default 1/T
     clip: float | None = 6.0              # outlier clip before the spectrum (None: off)
     group_size: int = 100                 # apertures per finishing task
+    targets_only: bool = False            # only apertures matched to a catalog star (TASOC's
+                                          # targets); else every aperture
 
 
 @dataclasses.dataclass
@@ -426,6 +428,8 @@ def lightcurve_graph(store: Store, catalog, cube_id: str, apertures, tile_keys: 
 def _measure_tile(cube: Cube, ref: CatalogRef, key: str, apertures, options: LightcurveOptions):
     """The light curves of one aperture-stage tile → (TileReports, skipped labels)."""
     docs = apertures.by_tile.get(key, [])
+    if options.targets_only:
+        docs = [d for d in docs if d.get("star") is not None]
     if not docs:
         return [], []
     group = cube.group("r")

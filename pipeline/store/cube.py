@@ -10,6 +10,7 @@ end: complete chunks are never rewritten.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -30,6 +31,18 @@ COORDS = {"time": "float64", "cadenceno": "int64", "quality": "int32"}
 # stores 1.59x. Every cube array uses it, so stages writing new arrays import it.
 COMPRESSORS = (BloscCodec(cname="zstd", clevel=1, shuffle="shuffle"),)
 _FILL = {"float64": np.nan, "float32": np.nan, "int64": -1, "int32": 0}
+
+
+def _store_errors(action: str):
+    """A transient store failure inside the method becomes ``StoreUnavailable`` naming
+    the cube's key (zarr passes s3fs/botocore errors through unchanged)."""
+    def wrap(method):
+        @functools.wraps(method)
+        def guarded(self, *args, **kwargs):
+            with self.store.errors(self.key, action):
+                return method(self, *args, **kwargs)
+        return guarded
+    return wrap
 
 
 def chunking(shape: tuple[int, int]) -> tuple[int, int, int]:
@@ -66,9 +79,11 @@ class Cube:
     def exists(self) -> bool:
         return self.store.exists(f"{self.key}/zarr.json")
 
+    @_store_errors("opening")
     def group(self, mode: str = "r+") -> zarr.Group:
         return zarr.open_group(self.zarr_store(read_only=mode == "r"), mode=mode, zarr_format=3)
 
+    @_store_errors("creating")
     def create(self, shape: tuple[int, int], attrs: dict) -> zarr.Group:
         """Create an empty cube for frames of ``shape`` (no cadences yet)."""
         t, r, c = chunking(shape)
@@ -85,11 +100,13 @@ class Cube:
     def time_chunk(self) -> int:
         return self.group("r")["flux"].chunks[0]
 
+    @_store_errors("reading")
     def coords(self) -> dict[str, np.ndarray]:
         group = self.group("r")
         return {name: group[name][:] for name in COORDS}
 
     # -- writing ------------------------------------------------------------------------
+    @_store_errors("extending")
     def extend(self, time, cadenceno, quality) -> int:
         """Grow the cube by len(time) cadences, writing their coordinates; returns the
         index of the first new cadence. Pixels are written afterwards with ``write``
@@ -107,6 +124,7 @@ class Cube:
             group[name][start:n] = np.asarray(values, dtype=COORDS[name])
         return start
 
+    @_store_errors("writing")
     def write(self, start: int, flux: np.ndarray, flux_err: np.ndarray) -> None:
         """Write a block of whole frames at cube index ``start``."""
         group = self.group()
@@ -114,6 +132,7 @@ class Cube:
         group["flux"][start:stop] = flux
         group["flux_err"][start:stop] = flux_err
 
+    @_store_errors("writing")
     def set_quality(self, index, bits: int) -> None:
         group = self.group()
         quality = group["quality"]

@@ -1,6 +1,10 @@
 """The object store: one fsspec URL (a local folder by default, ``s3://`` in production)
 holding three zones: ``raw/`` (original files), ``staging/`` (zarr cubes) and
-``curated/`` (exports)."""
+``curated/`` (exports).
+
+An S3 store's options carry the retry policy of ``pipeline.store.retry`` (every call
+retried with backoff on connection errors, 5xx and throttling); what still fails is a
+``StoreUnavailable`` naming the store, the key and the operation."""
 
 from __future__ import annotations
 
@@ -10,9 +14,10 @@ import posixpath
 import shutil
 
 import fsspec
-from fsspec.core import url_to_fs
+from fsspec.core import split_protocol, url_to_fs
 
 from pipeline.config import Settings
+from pipeline.store.retry import attempts_of, store_errors, with_retries
 
 ZONES = ("raw", "staging", "curated")
 _HASH_BLOCK = 8 << 20
@@ -27,7 +32,9 @@ class Store:
 
     def __init__(self, url: str, storage_options: dict | None = None):
         self.url = url.rstrip("/") or url
-        self.storage_options = dict(storage_options or {})
+        protocol = split_protocol(self.url)[0] or "file"
+        self.storage_options = with_retries(protocol, storage_options)
+        self.attempts = attempts_of(protocol, self.storage_options)
         self.fs, self.root = url_to_fs(self.url, **self.storage_options)
         self.protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
         if self.is_local:
@@ -50,10 +57,17 @@ class Store:
         return self.path(key) if self.is_local else f"{self.protocol}://{self.path(key)}"
 
     def exists(self, key: str) -> bool:
-        return self.fs.exists(self.path(key))
+        with self.errors(key, "checking"):
+            return self.fs.exists(self.path(key))
 
     def open(self, key: str, mode: str = "rb"):
-        return self.fs.open(self.path(key), mode)
+        """A file object (errors while reading/writing it later are the caller's)."""
+        with self.errors(key, "opening"):
+            return self.fs.open(self.path(key), mode)
+
+    def errors(self, key: str, action: str):
+        """Context manager: a transient failure inside becomes ``StoreUnavailable``."""
+        return store_errors(self.url, key, action, self.attempts)
 
     def __getstate__(self):
         return {"url": self.url, "storage_options": self.storage_options}
@@ -76,19 +90,20 @@ class Store:
         "uploaded" or "duplicate"; raises RawConflict when a different file holds the
         name. ``name`` names the source in messages when it is bytes."""
         target = self.path(key)
-        if self.fs.exists(target):
-            if file_checksum(target, self.fs) == checksum:
-                return "duplicate"
-            raise RawConflict(f"{name or source}: a different file named "
-                              f"{posixpath.basename(key)} is already in the raw zone at {key}")
-        partial = f"{target}.partial"
-        if self.is_local:
-            self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
-        if self.is_local and isinstance(source, str) and "://" not in source:
-            shutil.copyfile(source, partial)  # in the kernel: no pass through Python
-        else:
-            self._write_from(source, partial, source_options)
-        self.fs.mv(partial, target)  # readers never see a half-written original
+        with self.errors(key, "writing"):
+            if self.fs.exists(target):
+                if file_checksum(target, self.fs) == checksum:
+                    return "duplicate"
+                raise RawConflict(f"{name or source}: a different file named "
+                                  f"{posixpath.basename(key)} is already in the raw zone at {key}")
+            partial = f"{target}.partial"
+            if self.is_local:
+                self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
+            if self.is_local and isinstance(source, str) and "://" not in source:
+                shutil.copyfile(source, partial)  # in the kernel: no pass through Python
+            else:
+                self._write_from(source, partial, source_options)
+            self.fs.mv(partial, target)  # readers never see a half-written original
         return "uploaded"
 
     def _write_from(self, source, target: str, source_options: dict | None) -> None:
