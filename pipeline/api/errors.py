@@ -15,6 +15,7 @@ from pipeline.api.keys import BadKey
 from pipeline.api.pagination import PageTokenError
 from pipeline.api.responses import JSON
 from pipeline.api.state import ServiceUnavailable
+from pipeline.store import StoreUnavailable
 
 log = logging.getLogger("pipeline.api")
 
@@ -76,6 +77,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ServiceUnavailable, _unavailable)
     app.add_exception_handler(pymongo.errors.PyMongoError, _catalog_down)
     app.add_exception_handler(OSError, _store_error)
+    # the store's retries gave up (pipeline.store.retry): an outage, not a bad request
+    app.add_exception_handler(StoreUnavailable, lambda r, e: error(503, str(e)))
     try:                                  # S3 through s3fs: connection errors from botocore
         from botocore.exceptions import BotoCoreError
     except ImportError:
