@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import sys
 from pathlib import Path
 
@@ -11,6 +12,10 @@ from pipeline.config import Settings, SettingsError
 
 
 def main(argv: list[str] | None = None) -> int:
+    # a SIGTERM (kill, docker stop) unwinds like Ctrl-C, so the embedded catalog server
+    # and the local cluster are stopped instead of being left running
+    with contextlib.suppress(ValueError):          # not the main thread: leave it be
+        signal.signal(signal.SIGTERM, _terminate)
     parser = _parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
@@ -24,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _parser() -> argparse.ArgumentParser:

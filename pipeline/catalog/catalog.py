@@ -174,3 +174,10 @@ def catalog_ref(catalog) -> CatalogRef:
     if isinstance(catalog, CatalogRef):
         return catalog
     return CatalogRef(catalog.url, catalog.db.name)
+
+
+def match(**fields) -> dict:
+    """An equality filter written as ``{field: {"$eq": value}}``. Same meaning on any
+    MongoDB server; nx-27017 turns a bare ``{field: value}`` into an array-containment
+    test that skips its indexes (a light-curve lookup 3-100x slower)."""
+    return {k: {"$eq": v} for k, v in fields.items()}

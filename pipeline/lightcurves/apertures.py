@@ -85,8 +85,9 @@ def apertures_from_documents(docs) -> list[Aperture]:
 def load_apertures(catalog, sector: int, camera: int, ccd: int, cube_id: str | None = None) -> list[Aperture]:
     """The apertures of one CCD from the catalog (those of ``cube_id`` when the
     documents say which cube they were found in)."""
-    query = {"sector": int(sector), "camera": int(camera), "ccd": int(ccd)}
-    docs = list(catalog.apertures.find(query))
+    from pipeline.catalog import match
+
+    docs = list(catalog.apertures.find(match(sector=int(sector), camera=int(camera), ccd=int(ccd))))
     if cube_id is not None and any("cube" in d for d in docs):
         docs = [d for d in docs if d.get("cube") == cube_id]
     return apertures_from_documents(sorted(docs, key=lambda d: str(d["label"])))

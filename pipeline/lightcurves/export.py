@@ -37,6 +37,8 @@ import warnings
 import numpy as np
 from astropy.io import fits
 
+from pipeline.catalog import match
+
 from pipeline.lightcurves.lightcurve import LightCurve
 
 COL_OFFSET = 44          # collateral columns before the science region
@@ -211,7 +213,7 @@ def export_fits(catalog, store, out_dir=None, sector: int | None = None, camera:
     keys = [(d["sector"], d["camera"], d["ccd"], d["label"])
             for d in catalog.lightcurves.find(query, {"sector": 1, "camera": 1, "ccd": 1, "label": 1, "_id": 0})]
     for s, c, d, label in sorted(keys, key=lambda k: (k[0], k[1], k[2], str(k[3]))):
-        doc = catalog.lightcurves.find_one({"sector": s, "camera": c, "ccd": d, "label": label})
+        doc = catalog.lightcurves.find_one(match(sector=s, camera=c, ccd=d, label=label))
         lc = LightCurve.from_document(doc)
         header, origin = _cube_wcs(catalog, doc.get("cube"), wcs_cache)
         lc.meta["_origin"] = origin

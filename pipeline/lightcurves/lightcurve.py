@@ -256,8 +256,10 @@ class LightCurve:
 
 def load_lightcurve(catalog, sector: int, camera: int, ccd: int, label) -> LightCurve:
     """The light curve of aperture ``label`` of (sector, camera, ccd); KeyError if none."""
-    doc = catalog.lightcurves.find_one({"sector": int(sector), "camera": int(camera),
-                                        "ccd": int(ccd), "label": label})
+    from pipeline.catalog import match
+
+    doc = catalog.lightcurves.find_one(match(sector=int(sector), camera=int(camera),
+                                             ccd=int(ccd), label=label))
     if doc is None:
         raise KeyError(f"no light curve for sector {sector} camera {camera} ccd {ccd} label {label!r}")
     return LightCurve.from_document(doc)
