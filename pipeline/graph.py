@@ -45,7 +45,8 @@ from pipeline.config import Settings
 from pipeline.stages.apertures import TILE, aperture_graph, core_key, tiles_of
 from pipeline.stages.background import background_graph
 from pipeline.stages.ingest import IngestReport, plan_ingest
-from pipeline.stages.lightcurves import LightcurveOptions, lightcurve_graph
+from pipeline.stages.lightcurves import LightcurveOptions
+from pipeline.stages.lightcurves_graph import lightcurve_graph
 from pipeline.store import Cube, Store
 
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")

@@ -27,7 +27,7 @@ graph):
   with other stages' delayed objects into one graph.
 * ``run_lightcurves(store, catalog, cube_id, client, ...)`` → ``LightcurveReport``:
   plan, submit, follow, and remove light curves of apertures that no longer exist.
-* ``lightcurve_graph(store, catalog, cube_id, apertures, tile_keys)``: the stage inside
+* ``lightcurves_graph.lightcurve_graph(store, catalog, cube_id, apertures, tile_keys)``: the stage inside
   the whole-run graph (``pipeline.graph``), where the apertures are made by an earlier
   task (so they are unknown when the graph is built): one task per aperture-stage
   tile, then one that removes stale light curves.
@@ -49,8 +49,7 @@ import numpy as np
 
 from kernels.photometry import aperture_photometry
 from pipeline.lightcurves import spectrum as spectrum_mod
-from pipeline.lightcurves.apertures import (Aperture, Tile, apertures_from_documents,
-                                             load_apertures, plan_tiles)
+from pipeline.lightcurves.apertures import Aperture, Tile, load_apertures, plan_tiles
 from pipeline.lightcurves.documents import CatalogRef, build_document, catalog_ref, write_documents
 from pipeline.lightcurves.quality import DEFAULT_BITMASK, good_cadences, lightcurve_quality
 from pipeline.lightcurves.stats import summary
@@ -397,55 +396,3 @@ def run_lightcurves(store: Store, catalog, cube_id: str, client, apertures: list
     return LightcurveReport(cube_id, plan.n_apertures, sum(len(t.labels) for t in reports), removed,
                             plan.skipped, sorted(reports, key=lambda r: (r.tile, str(r.labels[:1]))),
                             _time.perf_counter() - started)
-
-
-def lightcurve_graph(store: Store, catalog, cube_id: str, apertures, tile_keys: list[str],
-                     options: LightcurveOptions | None = None, progress=None,
-                     token: str | None = None):
-    """The stage inside a whole-run graph, where the apertures come from an earlier task
-    (``apertures``: a delayed ``AperturesReport`` whose ``by_tile`` maps tile keys to
-    documents) and so are unknown when the graph is built: one task per aperture-stage
-    tile (``tile_keys``, known from the cube's shape) measures that tile's apertures
-    (``tile_lightcurves``: one pass over the cube's time blocks), then one task removes
-    light curves of apertures that are gone. → delayed ``LightcurveReport``."""
-    from dask import delayed
-
-    from pipeline.cluster import StageProgress
-
-    progress = progress or StageProgress()
-    options = options or LightcurveOptions()
-    token = token or uuid.uuid4().hex[:8]
-    ref = catalog_ref(catalog)
-    cube = Cube(store, cube_id)
-    cid = f"{_safe(cube_id)}-{token}"
-    parts = [delayed(progress.task(_measure_tile, STAGE), pure=False)(
-                 cube, ref, key, apertures, options,
-                 dask_key_name=f"lightcurves-tile-{i}-{cid}") for i, key in enumerate(tile_keys)]
-    return delayed(progress.task(_remove_stale, STAGE), pure=False)(
-        ref, cube_id, apertures, parts, _time.time(), dask_key_name=f"lightcurves-finish-{cid}")
-
-
-def _measure_tile(cube: Cube, ref: CatalogRef, key: str, apertures, options: LightcurveOptions):
-    """The light curves of one aperture-stage tile → (TileReports, skipped labels)."""
-    docs = apertures.by_tile.get(key, [])
-    if options.targets_only:
-        docs = [d for d in docs if d.get("star") is not None]
-    if not docs:
-        return [], []
-    group = cube.group("r")
-    attrs = dict(group.attrs)
-    origin = tuple(int(v) for v in (attrs.get("origin") or (0, 0)))
-    tiles, skipped = plan_tiles(apertures_from_documents(docs), origin, group["flux"].shape[1:])
-    return [tile_lightcurves(cube, tile, ref, options) for tile in tiles], skipped
-
-
-def _remove_stale(ref: CatalogRef, cube_id: str, apertures, parts, started: float) -> LightcurveReport:
-    reports = [r for tile_reports, _ in parts for r in tile_reports]
-    skipped = [label for _, labels in parts for label in labels]
-    labels = [label for t in reports for label in t.labels]
-    removed = ref.open().lightcurves.delete_many({
-        "sector": apertures.sector, "camera": apertures.camera, "ccd": apertures.ccd,
-        "cube": cube_id, "label": {"$nin": labels}}).deleted_count
-    return LightcurveReport(cube_id, apertures.n_apertures, sum(len(t.labels) for t in reports),
-                            removed, skipped, sorted(reports, key=lambda r: (r.tile, str(r.labels[:1]))),
-                            _time.time() - started)

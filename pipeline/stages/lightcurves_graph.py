@@ -1,0 +1,67 @@
+"""The light-curve stage inside the whole-run graph (``pipeline.graph``), where the
+apertures are made by an earlier task of the same graph and so are unknown when the
+graph is built: one task per aperture-stage tile (known from the cube's shape), then
+one task that removes the light curves of apertures that are gone."""
+
+from __future__ import annotations
+
+import time as _time
+import uuid
+
+from pipeline.catalog import CatalogRef, catalog_ref
+from pipeline.lightcurves.apertures import apertures_from_documents, plan_tiles
+from pipeline.stages.lightcurves import (STAGE, LightcurveOptions, LightcurveReport, _safe,
+                                         tile_lightcurves)
+from pipeline.store import Cube, Store
+
+
+def lightcurve_graph(store: Store, catalog, cube_id: str, apertures, tile_keys: list[str],
+                     options: LightcurveOptions | None = None, progress=None,
+                     token: str | None = None):
+    """The stage inside a whole-run graph, where the apertures come from an earlier task
+    (``apertures``: a delayed ``AperturesReport`` whose ``by_tile`` maps tile keys to
+    documents) and so are unknown when the graph is built: one task per aperture-stage
+    tile (``tile_keys``, known from the cube's shape) measures that tile's apertures
+    (``tile_lightcurves``: one pass over the cube's time blocks), then one task removes
+    light curves of apertures that are gone. → delayed ``LightcurveReport``."""
+    from dask import delayed
+
+    from pipeline.cluster import StageProgress
+
+    progress = progress or StageProgress()
+    options = options or LightcurveOptions()
+    token = token or uuid.uuid4().hex[:8]
+    ref = catalog_ref(catalog)
+    cube = Cube(store, cube_id)
+    cid = f"{_safe(cube_id)}-{token}"
+    parts = [delayed(progress.task(_measure_tile, STAGE), pure=False)(
+                 cube, ref, key, apertures, options,
+                 dask_key_name=f"lightcurves-tile-{i}-{cid}") for i, key in enumerate(tile_keys)]
+    return delayed(progress.task(_remove_stale, STAGE), pure=False)(
+        ref, cube_id, apertures, parts, _time.time(), dask_key_name=f"lightcurves-finish-{cid}")
+
+
+def _measure_tile(cube: Cube, ref: CatalogRef, key: str, apertures, options: LightcurveOptions):
+    """The light curves of one aperture-stage tile → (TileReports, skipped labels)."""
+    docs = apertures.by_tile.get(key, [])
+    if options.targets_only:
+        docs = [d for d in docs if d.get("star") is not None]
+    if not docs:
+        return [], []
+    group = cube.group("r")
+    attrs = dict(group.attrs)
+    origin = tuple(int(v) for v in (attrs.get("origin") or (0, 0)))
+    tiles, skipped = plan_tiles(apertures_from_documents(docs), origin, group["flux"].shape[1:])
+    return [tile_lightcurves(cube, tile, ref, options) for tile in tiles], skipped
+
+
+def _remove_stale(ref: CatalogRef, cube_id: str, apertures, parts, started: float) -> LightcurveReport:
+    reports = [r for tile_reports, _ in parts for r in tile_reports]
+    skipped = [label for _, labels in parts for label in labels]
+    labels = [label for t in reports for label in t.labels]
+    removed = ref.open().lightcurves.delete_many({
+        "sector": apertures.sector, "camera": apertures.camera, "ccd": apertures.ccd,
+        "cube": cube_id, "label": {"$nin": labels}}).deleted_count
+    return LightcurveReport(cube_id, apertures.n_apertures, sum(len(t.labels) for t in reports),
+                            removed, skipped, sorted(reports, key=lambda r: (r.tile, str(r.labels[:1]))),
+                            _time.time() - started)
