@@ -7,12 +7,12 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["submit", "request_cancel", "__version__"]
+__all__ = ["submit", "resume", "request_cancel", "__version__"]
 
 
 def __getattr__(name):
     # the graph pulls in every stage; `import pipeline` alone stays light
-    if name in ("submit", "request_cancel", "Job", "RunReport"):
+    if name in ("submit", "resume", "request_cancel", "Job", "RunReport"):
         from pipeline import graph
 
         return getattr(graph, name)

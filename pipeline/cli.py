@@ -98,8 +98,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--targets-only", action="store_true",
                    help="light curves only for apertures holding a --catalog star")
     p.add_argument("--tile", type=int, default=512, help="aperture tile size (px)")
+    p.add_argument("--force", action="store_true",
+                   help="redo work an earlier run finished from the same inputs")
     _service_options(p)
     p.set_defaults(func=_run)
+
+    p = sub.add_parser("resume", help="run a failed, cancelled or lost job again; what it "
+                                      "finished is reused")
+    p.add_argument("job", help="the job id (printed by `run`, listed by the API's /jobs)")
+    p.add_argument("--catalog", help="the star catalog again, if the job was given a table")
+    _service_options(p)
+    p.set_defaults(func=_resume)
 
     p = sub.add_parser("api", help="serve the HTTP API (FastAPI; docs at /docs)")
     p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept other machines")
@@ -269,16 +278,27 @@ def _run(args) -> int:
     if args.targets_only and not args.catalog:
         raise SettingsError("--targets-only needs a star catalog (--catalog FILE)")
     with _services(args) as (store, catalog, client):
-        job = _follow(args.inputs, args.cube, store, catalog, client, stars=args.catalog,
-                      tile=args.tile, targets_only=args.targets_only)
+        from pipeline.graph import submit
+
+        job = _follow(submit(args.inputs, client=client, store=store, catalog=catalog,
+                             cubes=args.cube, stars=args.catalog, tile=args.tile,
+                             targets_only=args.targets_only, force=args.force))
     return 0 if job.status() == "done" else 1
 
 
-def _follow(inputs, cubes, store, catalog, client, **options):
-    """Submit a run and draw a progress bar per stage until it ends."""
-    from pipeline.graph import submit
+def _resume(args) -> int:
+    from pipeline.graph import resume
 
-    job = submit(inputs, client=client, store=store, catalog=catalog, cubes=cubes, **options)
+    with _services(args) as (store, catalog, client):
+        job = resume(args.job, client=client, store=None if args.store is None else store,
+                     catalog=catalog, stars=args.catalog)
+        print(f"resuming:  {args.job}", flush=True)
+        job = _follow(job)
+    return 0 if job.status() == "done" else 1
+
+
+def _follow(job):
+    """Draw a progress bar per stage of a submitted job until it ends."""
     print(f"job:       {job.id}", flush=True)
     update = _progress_bar()
     try:
@@ -303,7 +323,7 @@ def _follow(inputs, cubes, store, catalog, client, **options):
             print(run.lightcurves)
         print(report)
     else:
-        print(f"job {job.id} {job.status()}: {job._error}", file=sys.stderr)
+        print(f"job {job.id} {job.status()}: {job.error}", file=sys.stderr)
     return job
 
 
@@ -335,7 +355,9 @@ def _demo(args) -> int:
                  cadence=1800.0, seed=42)
     with _services(args) as (store, catalog, client):
         frames = [str(p) for p in sorted(workdir.glob("*_ffic.fits"))]
-        job = _follow(frames, [], store, catalog, client)
+        from pipeline.graph import submit
+
+        job = _follow(submit(frames, client=client, store=store, catalog=catalog))
         if job.status() != "done":
             return 1
         report = job.result()

@@ -152,6 +152,7 @@ class StageProgress:
         self.totals: dict[str, int] = {}
         self.done: dict[str, int] = {}
         self.finished_at: dict[str, float] = {}       # time.time() of each stage's last task
+        self.reused: dict[str, int] = {}              # parts finished by an earlier run
         self.callback = callback
         self._client = None
         if client is not None:
@@ -160,7 +161,16 @@ class StageProgress:
     def expect(self, stage: str, n: int = 1) -> str:
         self.totals[stage] = self.totals.get(stage, 0) + n
         self.done.setdefault(stage, 0)
+        if n and self.done[stage] < self.totals[stage]:
+            self.finished_at.pop(stage, None)
         return self.topic
+
+    def reuse(self, stage: str, n: int = 1) -> None:
+        """``n`` parts of ``stage`` were finished by an earlier run and are not redone."""
+        self.reused[stage] = self.reused.get(stage, 0) + n
+        self.expect(stage, 0)
+        if self.totals[stage] == 0:                 # nothing of it left to run
+            self.finished_at.setdefault(stage, time.time())
 
     def task(self, fn, stage: str) -> Tracked:
         """``fn`` for one more task of ``stage``."""
@@ -199,4 +209,6 @@ class StageProgress:
                     self.callback(stage, total, total)
 
     def snapshot(self) -> dict:
-        return {s: {"done": int(self.done.get(s, 0)), "total": int(t)} for s, t in self.totals.items()}
+        return {s: {"done": int(self.done.get(s, 0)), "total": int(t),
+                    **({"reused": self.reused[s]} if s in self.reused else {})}
+                for s, t in self.totals.items()}

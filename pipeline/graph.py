@@ -23,6 +23,11 @@ submitting process keeps up to date: status (queued → running → done | faile
 cancelled), per-stage progress, timings, counts, rejected files and the error text.
 Another process (the API) cancels a job with ``request_cancel``: the watcher sees
 the flag and cancels the graph.
+
+Finished work is never redone (``pipeline.checkpoints``): a cube whose background,
+apertures or light-curve tiles were finished from the same inputs by an earlier run
+reuses them. ``resume(job_id)`` runs a failed, cancelled or lost job again from its
+document; only what it had not finished runs. ``force=True`` redoes everything.
 """
 
 from __future__ import annotations
@@ -32,24 +37,28 @@ import dataclasses
 import datetime as dt
 import threading
 import time as _time
-import traceback
 import uuid
 from typing import Iterable
 
 from dask import delayed
 
-from pipeline.catalog import Catalog, connect
+from pipeline import checkpoints
+from pipeline import job_documents as documents
+from pipeline.camera import as_excludes
+from pipeline.catalog import Catalog, connect, match
 from pipeline.catalog.leases import leases
 from pipeline.cluster import StageProgress
 from pipeline.config import Settings
-from pipeline.stages.apertures import TILE, aperture_graph, core_key, tiles_of
-from pipeline.stages.background import background_graph
+from pipeline.job_documents import JobFailed
+from pipeline.stages.apertures import TILE, aperture_graph, core_key, finished_apertures, tiles_of
+from pipeline.stages.background import background_graph, finished_report
 from pipeline.stages.ingest import IngestReport, plan_ingest
 from pipeline.stages.lightcurves import LightcurveOptions
 from pipeline.stages.lightcurves_graph import lightcurve_graph
 from pipeline.store import Cube, Store
 
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
+RESUMABLE = ("failed", "cancelled", "lost")
 STAGES = ("scan", "ingest", "background", "apertures", "lightcurves")
 UPDATE_SECONDS = 1.0
 
@@ -91,34 +100,54 @@ class RunOptions:
     exclude: object = None           # manual-exclude regions for the background
     tile: int = TILE
     lightcurves: LightcurveOptions = dataclasses.field(default_factory=LightcurveOptions)
+    force: bool = False              # redo finished work (else reused: pipeline.checkpoints)
 
     def describe(self) -> dict:
-        stars = self.stars if isinstance(self.stars, (str, type(None))) else "table"
-        return {"stars": str(stars) if stars is not None else None, "tile": self.tile,
-                "targets_only": self.lightcurves.targets_only,
-                "exclude": None if self.exclude is None else len(list(self.exclude))}
+        """The options as the job document keeps them (what ``resume`` reads back)."""
+        stars = self.stars
+        if stars is not None and not isinstance(stars, str):
+            stars = str(stars) if hasattr(stars, "__fspath__") else "table"
+        return {"stars": stars, "tile": self.tile, "targets_only": self.lightcurves.targets_only,
+                "exclude": None if self.exclude is None else [e.to_dict() for e in as_excludes(self.exclude)],
+                "force": self.force}
 
 
 # -- the graph -------------------------------------------------------------------------------
 def build_graph(store: Store, catalog: Catalog, cube_ids: Iterable[str], ingest=None,
                 options: RunOptions | None = None, progress: StageProgress | None = None,
-                job_id: str = "run"):
+                job_id: str = "run", pending: Iterable[str] = ()):
     """One delayed → ``RunReport`` over the cubes ``cube_ids`` (which exist in the
     store, sized for every cadence they will hold). ``ingest``: the delayed ingest
-    (``IngestPlan.graph``) every cube waits for, or None when the cubes are complete."""
+    (``IngestPlan.graph``) every cube waits for, or None when the cubes are complete.
+    ``pending``: the cubes that ingest writes to; the others may reuse a finished
+    background and apertures (unless ``options.force``)."""
     options = options or RunOptions()
     progress = progress or StageProgress()
     upstream = () if ingest is None else (ingest,)
+    pending = set(pending)
     runs = {}
     for cube_id in sorted(set(cube_ids)):
         token = uuid.uuid4().hex[:8]
-        group = Cube(store, cube_id).group("r")
+        cube = Cube(store, cube_id)
+        group = cube.group("r")
         shape = group["flux"].shape[1:]
         origin = tuple(int(v) for v in (group.attrs.get("origin") or (0, 0)))
         tile = tile_for(shape, options.tile)
-        bg = background_graph(store, cube_id, upstream, options.exclude, progress, token)
-        ap = aperture_graph(store, catalog, cube_id, (bg,), tile, options.stars,
-                            progress=progress, token=token)
+        done_bg = done_ap = None
+        if not options.force and cube_id not in pending:
+            done_bg = checkpoints.finished_background(cube, as_excludes(options.exclude))
+        if done_bg is not None:
+            bg = finished_report(cube_id, done_bg)
+            progress.reuse("background")
+            done_ap = finished_apertures(catalog, cube, done_bg["run"], tile, options.stars)
+        else:
+            bg = background_graph(store, cube_id, upstream, options.exclude, progress, token)
+        if done_ap is not None:
+            ap = delayed(done_ap, name=f"apertures-reused-{cube_id}-{token}", traverse=False)
+            progress.reuse("apertures")
+        else:
+            ap = aperture_graph(store, catalog, cube_id, (bg,), tile, options.stars,
+                                progress=progress, token=token)
         keys = [core_key(core, origin, tile) for core in tiles_of(shape, tile)]
         lc = lightcurve_graph(store, catalog, cube_id, ap, keys, options.lightcurves, progress, token)
         runs[cube_id] = (bg, ap, lc)
@@ -146,12 +175,14 @@ def _report(job_id: str, ingest, runs: dict, started: float) -> RunReport:
 def submit(inputs: Iterable[str] | str = (), client=None, settings: Settings | None = None, *,
            store: Store | None = None, catalog: Catalog | None = None,
            cubes: Iterable[str] | None = None, stars=None, exclude=None, tile: int = TILE,
-           targets_only: bool = False, job_id: str | None = None) -> "Job":
+           targets_only: bool = False, force: bool = False, job_id: str | None = None,
+           resumes: str | None = None) -> "Job":
     """Start a run and return its ``Job`` at once. ``inputs``: FITS files, folders of
     them or URLs (also keys already in the store's raw zone); ``cubes``: cube ids
     already ingested, for which the later stages run. ``stars``: a star catalog for
     the apertures; with ``targets_only`` only apertures holding one of its stars get a
-    light curve (TASOC's targets). Without ``client`` the job
+    light curve (TASOC's targets). Work an earlier run finished from the same inputs
+    is reused; ``force`` redoes it. Without ``client`` the job
     uses ``settings.scheduler`` or starts a local cluster, closed when it ends."""
     settings = settings or Settings.load()
     store = store or Store.from_settings(settings)
@@ -162,9 +193,46 @@ def submit(inputs: Iterable[str] | str = (), client=None, settings: Settings | N
         raise ValueError("nothing to run: give input files or cube ids")
     if targets_only and stars is None:
         raise ValueError("targets_only needs a star catalog (stars=...)")
-    options = RunOptions(stars=stars, exclude=exclude, tile=tile,
+    options = RunOptions(stars=stars, exclude=exclude, tile=tile, force=force,
                          lightcurves=LightcurveOptions(targets_only=targets_only))
-    return Job(store, catalog, client, settings, inputs, cubes, options, job_id)
+    return Job(store, catalog, client, settings, inputs, cubes, options, job_id, resumes)
+
+
+def resume(job_id: str, client=None, settings: Settings | None = None, *,
+           store: Store | None = None, catalog: Catalog | None = None, stars=None) -> "Job":
+    """Run a failed, cancelled or lost job again — same inputs, cubes and options, from
+    its ``jobs`` document — as a new job (``resumed_from`` names the old one). What the
+    first attempt finished is reused: ingested files, finished backgrounds, apertures
+    and light-curve tiles; only the rest runs. ``stars``: the star catalog again, when
+    the job was given one as a table (a file path or the ``stars`` collection is in
+    the document)."""
+    settings = settings or Settings.load()
+    catalog = catalog or connect(settings)
+    doc = catalog.jobs.find_one(match(_id=job_id))
+    if doc is None:
+        raise ValueError(f"no job {job_id!r} in the catalog")
+    status = documents.status_of(doc)
+    if status not in RESUMABLE:
+        raise ValueError(f"job {job_id!r} is {status}: only a {', '.join(RESUMABLE)} job can be resumed")
+    if doc.get("resumed_by"):
+        raise ValueError(f"job {job_id!r} was already resumed by job {doc['resumed_by']!r}")
+    params = doc.get("parameters") or {}
+    if stars is None:
+        stars = params.get("stars")
+        if stars == "table":
+            raise ValueError(f"job {job_id!r} was given its star catalog as a table: "
+                             "pass it again (stars=...)")
+    if store is None:
+        url = params.get("store") or settings.store
+        store = Store.from_settings(dataclasses.replace(settings, store=url))
+    job = submit(doc.get("inputs") or [], client, settings, store=store, catalog=catalog,
+                 cubes=doc.get("cubes") if not doc.get("inputs") else None, stars=stars,
+                 exclude=params.get("exclude"), tile=int(params.get("tile") or TILE),
+                 targets_only=bool(params.get("targets_only")), force=False, resumes=job_id)
+    lost = {"status": "failed", "resumable": True, "finished": documents.now(),
+            "error": "lost: its process stopped sending heartbeats"} if status == "lost" else {}
+    catalog.jobs.update_one(match(_id=job_id), {"$set": {"resumed_by": job.id, **lost}})
+    return job
 
 
 def request_cancel(catalog: Catalog, job_id: str) -> bool:
@@ -175,16 +243,13 @@ def request_cancel(catalog: Catalog, job_id: str) -> bool:
     return result.matched_count > 0
 
 
-class JobFailed(RuntimeError):
-    """The run failed or was cancelled; the message says why."""
-
-
 class Job:
     """A run in progress. The watcher thread plans the ingest, submits the graph and
     mirrors its state into the job's ``jobs`` document."""
 
     def __init__(self, store: Store, catalog: Catalog, client, settings: Settings,
-                 inputs: list[str], cubes: list[str], options: RunOptions, job_id: str | None):
+                 inputs: list[str], cubes: list[str], options: RunOptions, job_id: str | None,
+                 resumes: str | None = None):
         self.id = job_id or f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
         self.store, self.catalog, self.settings = store, catalog, settings
         self.inputs, self.cubes, self.options = inputs, cubes, options
@@ -200,12 +265,14 @@ class Job:
         self._timings: dict[str, float] = {}
         self._leases = contextlib.ExitStack()
         self._held: set[str] = set()
-        _insert_once(self.catalog.jobs, {
-            "_id": self.id, "status": "queued", "created": _now(), "started": None,
+        self._beat = 0.0
+        documents.insert_once(self.catalog.jobs, {
+            "_id": self.id, "status": "queued", "created": documents.now(), "started": None,
             "finished": None, "inputs": inputs, "cubes": cubes,
             "parameters": {**options.describe(), "store": store.url}, "progress": {},
-            "timings": {}, "counts": {}, "rejected": [], "error": None, "scheduler": None,
-            "dashboard": None, "cancel_requested": False})
+            "timings": {}, "counts": {}, "rejected": [], "error": None, "resumable": False,
+            "resumed_from": resumes, "resumed_by": None, "scheduler": None,
+            "dashboard": None, "cancel_requested": False, "heartbeat": documents.now()})
         self._thread = threading.Thread(target=self._run, name=f"job-{self.id}", daemon=True)
         self._thread.start()
 
@@ -215,6 +282,11 @@ class Job:
 
     def progress(self) -> dict:
         return self._progress.snapshot()
+
+    @property
+    def error(self) -> str | None:
+        """Why the job failed or was cancelled (None while it runs or when it is done)."""
+        return self._error
 
     @property
     def dashboard_link(self) -> str | None:
@@ -244,10 +316,13 @@ class Job:
         try:
             self._execute()
         except Exception as exc:  # noqa: BLE001 - every failure ends up in the job document
-            self._status, self._error = ("cancelled" if self._cancel.is_set() else "failed",
-                                         _describe(exc))
+            self._status = "cancelled" if self._cancel.is_set() else "failed"
+            self._error = documents.describe(exc)
+            if self._status == "failed":
+                self._error += (f" — finished work is kept; resume with `tess-pipeline resume "
+                                f"{self.id}` or pipeline.resume({self.id!r})")
             try:
-                self._finish(self._status, error=self._error)
+                self._finish(self._status, error=self._error, resumable=True)
             except Exception:  # noqa: BLE001 - the catalog is gone: the error stays in memory
                 pass
         finally:
@@ -273,7 +348,8 @@ class Job:
         client = self._client
         self._progress.attach(client)
         self._status = "running"
-        self._update(started=_now(), scheduler=_address(client), dashboard=self.dashboard_link)
+        self._update(started=documents.now(), scheduler=documents.scheduler_address(client),
+                     dashboard=self.dashboard_link)
 
         ingest_d, plan, cube_ids = None, None, list(self.cubes)
         if self.inputs:
@@ -283,7 +359,8 @@ class Job:
             ingest_d = plan.graph(self.catalog, self.id, self._progress)
             cube_ids += plan.cube_ids + [r.cube for r in plan.reports.values()
                                          if r.status == "duplicate" and r.cube]
-            self._update(counts=_plan_counts(plan), rejected=_rejections(plan.reports.values()))
+            self._update(counts=documents.plan_counts(plan),
+                         rejected=documents.rejections(plan.reports.values()))
         self._hold(cube_ids)
         self._timings["plan"] = round(_time.time() - self._started, 3)
         self._check_cancel()
@@ -291,7 +368,7 @@ class Job:
             if not Cube(self.store, cube_id).exists():
                 raise ValueError(f"no cube {cube_id} in {self.store.url}")
         graph = build_graph(self.store, self.catalog, cube_ids, ingest_d, self.options,
-                            self._progress, self.id)
+                            self._progress, self.id, pending=plan.cube_ids if plan else ())
         self._update(cubes=sorted(set(cube_ids)), progress=self.progress())
         self._future = client.compute(graph)
         last = None
@@ -301,18 +378,22 @@ class Job:
                 self._future.cancel()
                 raise JobFailed("cancelled by request")
             snapshot = self.progress()
-            if snapshot != last:
+            if snapshot != last or _time.time() - self._beat > documents.HEARTBEAT_SECONDS:
                 self._note_stage_times(snapshot)
                 self._update(progress=snapshot, timings=self._timings)
                 last = snapshot
             _time.sleep(UPDATE_SECONDS / 4 if last is None else UPDATE_SECONDS)
-        report = self._future.result()
+        try:
+            report = self._future.result()
+        except BaseException:
+            self._future.cancel()       # release the graph's tasks that have not started
+            raise
         self._progress.finish()
         self._note_stage_times(self.progress())
         self._result = report
         if report.ingest is not None:
-            self._update(rejected=_rejections(report.ingest.files))
-        self._finish("done", counts=_counts(report, plan))
+            self._update(rejected=documents.rejections(report.ingest.files))
+        self._finish("done", counts=documents.final_counts(report, plan))
 
     def _hold(self, cube_ids) -> None:
         """Take the leases of the cubes this job writes (waiting for other jobs')."""
@@ -349,73 +430,17 @@ class Job:
             self._cancel.set()
             raise JobFailed("cancelled by request")
 
-    def _finish(self, status: str, error: str | None = None, counts: dict | None = None) -> None:
+    def _finish(self, status: str, error: str | None = None, counts: dict | None = None,
+                resumable: bool = False) -> None:
         self._status, self._error = status, error
         self._timings["total"] = round(_time.time() - self._started, 3)
-        fields = {"status": status, "finished": _now(), "error": error, "progress": self.progress(),
-                  "timings": self._timings}
+        fields = {"status": status, "finished": documents.now(), "error": error,
+                  "progress": self.progress(), "timings": self._timings, "resumable": resumable}
         if counts is not None:
             fields["counts"] = counts
         self._update(**fields)
 
     def _update(self, **fields) -> None:
-        self.catalog.jobs.update_one({"_id": self.id}, {"$set": {"status": self._status, **fields}})
-
-
-def _insert_once(collection, doc: dict) -> None:
-    """Insert a new document; its duplicate means a retried insert had landed."""
-    from pymongo.errors import DuplicateKeyError
-
-    try:
-        collection.insert_one(doc)
-    except DuplicateKeyError:
-        pass
-
-
-def _plan_counts(plan) -> dict:
-    """Counts known once the ingest is planned: the reports of files still to be
-    written read "rejected" with no reason until their pixel task has run."""
-    reports = list(plan.reports.values())
-    rejected = sum(r.status == "rejected" and bool(r.problem or r.error) for r in reports)
-    duplicate = sum(r.status == "duplicate" for r in reports)
-    return {"files_accepted": len(reports) - rejected - duplicate, "files_duplicate": duplicate,
-            "files_rejected": rejected, "frames": 0, "apertures": 0, "lightcurves": 0}
-
-
-def _counts(report: RunReport, plan) -> dict:
-    counts = _plan_counts(plan) if plan is not None else {
-        "files_accepted": 0, "files_duplicate": 0, "files_rejected": 0}
-    if report.ingest is not None:
-        files = report.ingest.files
-        counts.update(files_accepted=sum(f.status in ("ingested", "repaired") for f in files),
-                      files_duplicate=sum(f.status == "duplicate" for f in files),
-                      files_rejected=sum(f.status == "rejected" for f in files))
-    counts["frames"] = sum(c.background.frames for c in report.cubes.values())
-    counts["apertures"] = report.n_apertures
-    counts["lightcurves"] = report.n_lightcurves
-    return counts
-
-
-def _rejections(reports) -> list[dict]:
-    return [{"file": r.name or r.path, "reason": r.error or r.problem}
-            for r in reports if r.status == "rejected" and (r.error or r.problem)]
-
-
-def _describe(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, JobFailed):
-        return str(exc)
-    last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
-    where = f" (at {last[0].filename.rsplit('/', 1)[-1]}:{last[0].lineno})" if last else ""
-    return text + where
-
-
-def _address(client) -> str | None:
-    try:
-        return client.scheduler.address
-    except AttributeError:
-        return None
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+        self._beat = _time.time()
+        self.catalog.jobs.update_one(match(_id=self.id), {"$set": {
+            "status": self._status, "heartbeat": documents.now(), **fields}})

@@ -86,14 +86,28 @@ def test_rerun_replaces_and_never_duplicates(frames, tmp_path, catalog, dask_cli
     again = pipeline.submit([str(frames)], client=dask_client, store=store, catalog=catalog)
     second = again.result(300)
     assert second.ingest.count("duplicate") == 10 and second.ingest.count("ingested") == 0
-    assert list(second.cubes) == [CUBE]       # the cube of the duplicates is processed again
+    assert list(second.cubes) == [CUBE]       # the cube of the duplicates is looked at again...
+    run = second.cubes[CUBE]                  # ... and what the first run finished is reused
+    assert run.background.reused and "reused" in run.apertures.timings
+    assert run.lightcurves.reused_tiles == len({t.tile for t in first.cubes[CUBE].lightcurves.tiles})
+    assert again.progress()["background"] == {"done": 0, "total": 0, "reused": 1}
     assert catalog.apertures.count_documents({}) == n_ap == first.n_apertures
-    assert catalog.lightcurves.count_documents({}) == n_lc
+    assert catalog.lightcurves.count_documents({}) == n_lc == second.n_lightcurves
     assert catalog.frames.count_documents({"status": "ingested"}) == n_frames == 10
-    # an ingested cube alone, by id
-    third = pipeline.submit(cubes=[CUBE], client=dask_client, store=store, catalog=catalog).result(300)
+    # an ingested cube alone, by id, everything redone: replaced, never duplicated
+    background_run = Cube(store, CUBE).group("r").attrs["background"]["run"]
+    forced = pipeline.submit(cubes=[CUBE], client=dask_client, store=store, catalog=catalog,
+                             force=True)
+    third = forced.result(300)
     assert third.ingest is None and third.n_lightcurves == n_lc
+    assert not third.cubes[CUBE].background.reused and third.cubes[CUBE].lightcurves.reused_tiles == 0
+    assert Cube(store, CUBE).group("r").attrs["background"]["run"] != background_run
+    assert third.cubes[CUBE].apertures.run != first.cubes[CUBE].apertures.run
+    assert catalog.apertures.count_documents({}) == n_ap
+    assert catalog.lightcurves.count_documents({}) == n_lc
     assert catalog.jobs.count_documents({"status": "done"}) == 3
+    counts = catalog.jobs.find_one({"_id": forced.id})["counts"]
+    assert counts["reused"] == {"background": 0, "apertures": 0, "lightcurve_tiles": 0}
 
 
 def test_failures_and_cancellation_end_in_the_job_document(frames, tmp_path, catalog, dask_client):
@@ -167,6 +181,32 @@ def test_lease_is_exclusive_and_taken_over_when_its_holder_died(catalog):
     import time
     time.sleep(0.2)
     assert try_acquire(catalog, "cube:c", "job-3") and holder(catalog, "cube:c") == "job-3"
+
+
+def test_a_held_lease_is_renewed_past_its_ttl(catalog):
+    """A long job keeps its cubes: the heartbeat renews the lease before it expires."""
+    import time
+
+    from pipeline.catalog.leases import holder, leases, try_acquire
+
+    with leases(catalog, ["cube:x"], "job-1", ttl=0.6):
+        time.sleep(1.5)                       # 2.5 ttls
+        assert holder(catalog, "cube:x") == "job-1"
+        assert not try_acquire(catalog, "cube:x", "job-2")
+
+
+def test_progress_never_counts_past_the_total():
+    """A task run again after its worker died announces itself twice."""
+    from pipeline.cluster import StageProgress
+
+    progress = StageProgress()
+    progress.expect("background", 2)
+    for _ in range(3):
+        progress._on_event((0.0, {"stage": "background"}))
+    assert progress.snapshot()["background"] == {"done": 2, "total": 2}
+    progress.reuse("apertures")
+    assert progress.snapshot()["apertures"] == {"done": 0, "total": 0, "reused": 1}
+    assert "apertures" in progress.finished_at        # nothing of it is left to run
 
 
 def test_targets_only_keeps_the_light_curves_of_catalog_stars(frames, tmp_path, catalog,

@@ -1,7 +1,9 @@
 """The catalog: MongoDB database ``tess`` through pymongo, the same code for every server.
 
 Collections (DESIGN §3): ``frames`` (one document per cadence image), ``apertures``,
-``lightcurves``, ``jobs``, ``stars`` (an optional input star catalog). ``connect``
+``lightcurves``, ``jobs``, ``stars`` (an optional input star catalog); and the
+bookkeeping ``leases`` (``pipeline.catalog.leases``) and ``checkpoints``
+(``pipeline.checkpoints``). ``connect``
 returns a Catalog for the configured URL, or starts the embedded server when none is
 configured.
 """
@@ -39,6 +41,7 @@ INDEXES = [
                      ("label", ASCENDING)], {"unique": True}),
     ("lightcurves", [("ra", ASCENDING), ("dec", ASCENDING)], {}),
     ("jobs", [("status", ASCENDING), ("created", DESCENDING)], {}),
+    ("checkpoints", [("stage", ASCENDING), ("cube", ASCENDING)], {}),
     ("stars", [("id", ASCENDING)], {"unique": True}),
     ("stars", [("ra", ASCENDING), ("dec", ASCENDING)], {}),
 ]
@@ -67,6 +70,7 @@ class Catalog:
     jobs = property(lambda self: RetryingCollection(self.db["jobs"]))
     stars = property(lambda self: RetryingCollection(self.db["stars"]))
     leases = property(lambda self: RetryingCollection(self.db["leases"]))
+    checkpoints = property(lambda self: RetryingCollection(self.db["checkpoints"]))
 
     def ensure_indexes(self) -> None:
         for collection, keys, options in INDEXES:

@@ -55,7 +55,8 @@ SERIES = {
     "n_bad_pixels": "<i2",
 }
 SPECTRUM_ARRAYS = ("frequency_uhz", "amplitude_ppm", "psd_ppm2_uhz")
-MAX_BATCH_BYTES = 8 << 20
+MAX_BATCH_BYTES = 2 << 20       # per bulk write: a server that serialises reads behind
+                                # writes (nx-27017) stalls them for one batch at most (~0.3 s)
 
 
 def encode_array(a, dtype: str | None = None) -> dict:

@@ -38,7 +38,8 @@ from distributed import Client
 from kernels import k2p2
 from dask import delayed
 
-from pipeline.catalog import Catalog, CatalogRef, catalog_ref
+from pipeline import checkpoints
+from pipeline.catalog import Catalog, CatalogRef, catalog_ref, match
 from pipeline.cluster import StageProgress
 from pipeline.lightcurves.apertures import tile_key
 from pipeline.stages.aperture_documents import (LABEL_BASE, aperture_pixels, documents,  # noqa: F401 (public)
@@ -297,7 +298,8 @@ def aperture_graph(store: Store, catalog, cube_id: str, upstream=(), tile: int =
     blocks = [delayed(progress.task(_tile_task, STAGE), pure=False)(
                   cube, shape, core, thr, params, star_set, halo,
                   dask_key_name=f"apertures-tile-{core[0]}-{core[2]}-{cid}") for core in cores]
-    facts = {"cube_id": cube_id, "ccd": (int(attrs["sector"]), int(attrs["camera"]), int(attrs["ccd"])),
+    facts = {"cube_id": cube_id, "cube": cube, "stars_token": checkpoints.stars_token(stars, catalog),
+             "ccd": (int(attrs["sector"]), int(attrs["camera"]), int(attrs["ccd"])),
              "origin": tuple(int(v) for v in (attrs.get("origin") or (0, 0))), "tile": tile,
              "halo": halo, "params": params, "transactions": transactions, "n_tiles": len(cores)}
     return delayed(progress.task(_write_task, STAGE), pure=False)(
@@ -376,11 +378,39 @@ def _write_task(ref: CatalogRef, facts: dict, thr: dict, star_set, blocks) -> Ap
     for d in docs:
         by_tile.setdefault(tile_key(d["tile"]), []).append(d)
     sector, camera, ccd = facts["ccd"]
-    return AperturesReport(cube_id, sector, camera, ccd, len(docs), thr["cut"], thr["mode"],
-                           thr["sigma"], thr["bandwidth"], tile, facts["n_tiles"], widened, max_halo,
-                           0 if star_table is None else len(star_table),
-                           sum(d["star"] is not None for d in docs), run, mode, removed,
-                           _time.time() - thr["started"], {}, by_tile)
+    report = AperturesReport(cube_id, sector, camera, ccd, len(docs), thr["cut"], thr["mode"],
+                             thr["sigma"], thr["bandwidth"], tile, facts["n_tiles"], widened,
+                             max_halo, 0 if star_table is None else len(star_table),
+                             sum(d["star"] is not None for d in docs), run, mode, removed,
+                             _time.time() - thr["started"], {}, by_tile)
+    background_run = (facts["cube"].group("r").attrs.get("background") or {}).get("run")
+    if background_run:
+        stamp = checkpoints.aperture_stamp(background_run, tile, facts["halo"], params.as_dict(),
+                                           facts["stars_token"])
+        result = {k: v for k, v in dataclasses.asdict(report).items() if k not in ("by_tile", "timings")}
+        checkpoints.save(catalog, checkpoints.aperture_key(cube_id), cube_id, stamp, result)
+    return report
+
+
+def finished_apertures(catalog: Catalog, cube: Cube, background_run: str, tile: int = TILE,
+                       stars=None, params: Parameters | None = None,
+                       halo: int = HALO) -> AperturesReport | None:
+    """The cube's stored apertures as a report (documents grouped by tile), when they
+    were found on the background ``background_run`` with these parameters — a run
+    that reuses them (``pipeline.checkpoints``); else None."""
+    params = params or Parameters()
+    stamp = checkpoints.aperture_stamp(background_run, tile, halo, params.as_dict(),
+                                       checkpoints.stars_token(stars, catalog))
+    saved = checkpoints.load(catalog, checkpoints.aperture_key(cube.cube_id), stamp)
+    if saved is None:
+        return None
+    docs = list(catalog.apertures.find(match(cube=cube.cube_id, run=saved["run"])))
+    if len(docs) != saved["n_apertures"]:
+        return None                     # changed since: find them again
+    by_tile: dict[str, list] = {}
+    for d in sorted(docs, key=lambda d: d["label"]):
+        by_tile.setdefault(tile_key(d["tile"]), []).append(d)
+    return AperturesReport(**{**saved, "seconds": 0.0, "timings": {"reused": True}}, by_tile=by_tile)
 
 
 def core_key(core, origin, tile: int) -> str:

@@ -89,6 +89,7 @@ class BackgroundReport:
     excluded: int                   # manually excluded pixel-frames (bit 2)
     seconds: dict                   # wall-clock seconds per phase
     task_seconds: dict = dataclasses.field(default_factory=dict)  # Σ tasks: "io", "compute"
+    reused: bool = False            # a finished background of the same cadences, not redone
 
     @property
     def total_seconds(self) -> float:
@@ -98,7 +99,8 @@ class BackgroundReport:
         return (f"<BackgroundReport {self.cube_id}: {self.frames} frames in {self.chunks} chunks, "
                 f"window {self.window} @ {self.cadence:.0f} s, radial term in "
                 f"{self.frames_with_radial}, sum image of {self.frames_in_sum}, "
-                f"{self.shenanigans} shenanigans pixel-frames, {self.total_seconds:.1f} s>")
+                f"{self.shenanigans} shenanigans pixel-frames, "
+                + ("reused>" if self.reused else f"{self.total_seconds:.1f} s>"))
 
 
 def background_graph(store: Store, cube_id: str, upstream=(), exclude=None,
@@ -179,8 +181,22 @@ def _finish(prep: tasks.Prepared, summed: tasks.SumImage, norm, rest, flags) -> 
         "shenanigans_limit": kflags.SHENANIGANS_LIMIT, "shenanigans_size": kflags.SHENANIGANS_SIZE,
         "manual_exclude": [e.to_dict() for e in plan.excludes],
         "corrected_flux": "flux - background (pixels with pixel_flags & 2 excluded)",
+        "frames": prep.n, "chunks": len(prep.chunks), "shenanigans": flagged,
+        "excluded": excluded, "seconds": report.total_seconds,
+        # written last, with the outputs complete: later runs reuse them (pipeline.checkpoints)
+        "run": uuid.uuid4().hex, "stamp": prep.stamp,
     }
     return report
+
+
+def finished_report(cube_id: str, attrs: dict) -> BackgroundReport:
+    """The report of a finished background, from its cube attribute (a run that
+    reuses it)."""
+    return BackgroundReport(cube_id, int(attrs["frames"]), int(attrs["chunks"]),
+                            float(attrs["cadence_seconds"]), int(attrs["window_frames"]),
+                            int(attrs["frames_with_radial"]), int(attrs["frames_in_sum"]),
+                            int(attrs["frames_failed"]), int(attrs["shenanigans"]),
+                            int(attrs["excluded"]), {"reused": 0.0}, reused=True)
 
 
 def corrected_flux(cube: Cube, chunks="frames", mask_excluded: bool = True):

@@ -15,6 +15,7 @@ from kernels import background as kbg
 from kernels import flags as kflags
 from kernels import smoothing as ksmooth
 from pipeline.camera import as_excludes, boresight, frame_rects
+from pipeline import checkpoints
 from pipeline.store import Cube, Store
 
 GOOD_QUALITY_MASK = 4271      # 1|2|4|8|32|64|128|4096: frames with these bits are "bad"
@@ -36,6 +37,7 @@ class Prepared:
     cadence: float
     window: int
     started: float              # time.time() when the stage began
+    stamp: dict = dataclasses.field(default_factory=dict)   # what it is made from (checkpoints)
 
     @property
     def half(self) -> int:
@@ -72,11 +74,14 @@ def prepare(store: Store, cube_id: str, exclude=None, *upstream) -> Prepared:
         sector=attrs.get("sector"), camera=attrs.get("camera"), ccd=attrs.get("ccd"),
         excludes=as_excludes(exclude))
     cadence = ksmooth.cadence_seconds(times)
+    earlier = dict(group.attrs.get("background") or {})
+    if "stamp" in earlier:      # the outputs are about to be replaced: no longer reusable
+        group.attrs["background"] = {k: v for k, v in earlier.items() if k not in ("stamp", "run")}
     _create_outputs(group, n, (h, w), group["flux"].chunks, plan.geometry())
     return Prepared(plan, n, [(t0, min(t0 + depth, n)) for t0 in range(0, n, depth)],
                     times, (quality.astype(np.int64) & GOOD_QUALITY_MASK) == 0,
                     ksmooth.segments(times, cadence), cadence, ksmooth.window_frames(cadence),
-                    _time.time())
+                    _time.time(), checkpoints.background_stamp(coords, plan.excludes))
 
 
 def sample_chunks(n_chunks: int, depth: int) -> list[int]:

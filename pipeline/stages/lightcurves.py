@@ -134,6 +134,7 @@ class LightcurveReport:
     skipped: list
     tiles: list[TileReport]
     seconds: float
+    reused_tiles: int = 0       # tiles finished by an earlier run, not measured again
 
     @property
     def summaries(self) -> list[dict]:
