@@ -13,50 +13,21 @@ answers chosen requests with 5xx / throttling / 403 errors.
 
 from __future__ import annotations
 
-import http.client
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
 import s3fs
-from moto.server import ThreadedMotoServer
+from s3_fixtures import BUCKET, FaultProxy, Moto, proxied, store_at
 
-from pipeline.catalog.server import free_port
 from pipeline.io import TessFileError, read, read_info
 from pipeline.simulate import simulate
 from pipeline.stages.ingest import ingest, plan_ingest
 from pipeline.store import Cube, Store, StoreUnavailable, is_transient
 from pipeline.store.retry import ATTEMPTS, worst_case_backoff
 
-BUCKET = "tess-faults"
 OUTAGE_S = 2.0
 SHORT_POLICY = {"retries": {"mode": "standard", "total_max_attempts": 3}}  # waits ≤ 1 + 2 s
-
-
-class Moto:
-    """moto's S3 server on a fixed loopback port, stoppable and restartable."""
-
-    def __init__(self):
-        self.port = free_port()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-        self.server = None
-
-    def start(self):
-        if self.server is None:
-            self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-            self.server.start()
-
-    def stop(self):
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
-
-    def restart_after(self, seconds: float) -> threading.Thread:
-        thread = threading.Thread(target=lambda: (time.sleep(seconds), self.start()), daemon=True)
-        thread.start()
-        return thread
 
 
 @pytest.fixture(scope="module")
@@ -80,12 +51,6 @@ def options(moto, monkeypatch):
     yield {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": moto.endpoint}}
     moto.start()
     s3fs.S3FileSystem.clear_instance_cache()
-
-
-def store_at(prefix: str, options: dict, policy: dict | None = None) -> Store:
-    if policy:
-        options = {**options, "config_kwargs": policy}
-    return Store(f"s3://{BUCKET}/{prefix}", options)
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +114,8 @@ def test_long_outage_is_a_clear_error_within_the_retry_budget(moto, options):
     moto.stop()
     for action, call, key in (
             ("writing", lambda: store.put_raw(b"x" * 100, "raw/y/a.fits", "0" * 64), "raw/y/a.fits"),
-            ("opening", lambda: cube.extend([1.0], [1], [0]), cube.key),  # its first step
+            # zarr's own reads name the object (pipeline.store.guarded)
+            ("reading", lambda: cube.extend([1.0], [1], [0]), f"{cube.key}/zarr.json"),
             ("checking", lambda: store.exists("raw/y/b.fits"), "raw/y/b.fits")):
         started = time.perf_counter()
         with pytest.raises(StoreUnavailable) as err:
@@ -206,76 +172,12 @@ def test_ingest_rides_out_a_short_outage(moto, options, frames, catalog, dask_cl
 
 
 # -- server errors and throttling ----------------------------------------------------------
-class FaultProxy(ThreadingHTTPServer):
-    """Forwards HTTP to moto; the next requests get the queued (status, code) errors."""
-
-    daemon_threads = True
-
-    def __init__(self, upstream_port: int):
-        super().__init__(("127.0.0.1", 0), _ProxyHandler)
-        self.upstream_port = upstream_port
-        self.faults: list[tuple[int, str]] = []
-        self.requests: list[tuple[str, str, int]] = []
-        self.lock = threading.Lock()
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class _ProxyHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def _forward(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        with self.server.lock:
-            fault = self.server.faults.pop(0) if self.server.faults else None
-            self.server.requests.append((self.command, self.path, fault[0] if fault else 200))
-        if fault:
-            status, code = fault
-            xml = (f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code>"
-                   f"<Message>injected by the test proxy</Message></Error>").encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/xml")
-            self.send_header("Content-Length", str(len(xml)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(xml)
-            return
-        upstream = http.client.HTTPConnection("127.0.0.1", self.server.upstream_port, timeout=30)
-        headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
-        upstream.request(self.command, self.path, body=body, headers=headers)
-        response = upstream.getresponse()
-        data = response.read()
-        self.send_response(response.status)
-        for key, value in response.getheaders():
-            if key.lower() not in ("transfer-encoding", "connection", "content-length"):
-                self.send_header(key, value)
-        length = response.getheader("Content-Length") if self.command == "HEAD" else len(data)
-        self.send_header("Content-Length", str(length or 0))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-        upstream.close()
-
-    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
-
-
 @pytest.fixture
 def proxy(moto, options):
     server = FaultProxy(moto.port)
     yield server
     server.shutdown()
     server.server_close()
-
-
-def proxied(options, proxy, prefix, policy=None) -> Store:
-    return store_at(prefix, {**options, "client_kwargs": {"endpoint_url": proxy.endpoint}},
-                    policy)
 
 
 def test_server_errors_and_throttling_are_retried(options, proxy):
@@ -303,3 +205,20 @@ def test_access_denied_is_not_retried_nor_an_outage(options, proxy):
     with pytest.raises(PermissionError):
         store.exists("raw/z/c.fits")
     assert len(proxy.requests) == 1, proxy.requests
+
+
+@pytest.mark.slow
+def test_raw_copies_failing_are_an_outage_not_bad_files(options, proxy, frames, catalog,
+                                                        dask_client):
+    """Only the raw-zone copies fail (a partial outage, past the retries): the ingest
+    fails with StoreUnavailable naming the object; no file is rejected as bad."""
+    store = proxied(options, proxy, "raw-outage", SHORT_POLICY)
+    proxy.fail_matching(r"^PUT /.*/raw/")
+    with pytest.raises(StoreUnavailable) as err:
+        ingest([str(p) for p in frames], store, catalog, dask_client)
+    assert "/raw-outage" in str(err.value) and "raw/" in str(err.value)
+    assert catalog.rejections() == []
+    proxy.end_outage()
+    report = ingest([str(p) for p in frames], store, catalog, dask_client)
+    assert not report.rejected and catalog.rejections() == []
+    assert catalog.frames.count_documents({"status": "ingested"}) == len(frames)

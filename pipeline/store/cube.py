@@ -19,6 +19,7 @@ import zarr
 from zarr.codecs import BloscCodec
 from zarr.storage import FsspecStore, LocalStore
 
+from pipeline.store.guarded import GuardedStore
 from pipeline.store.objects import Store
 
 SPATIAL_CHUNK = 256
@@ -72,9 +73,9 @@ class Cube:
     def zarr_store(self, read_only: bool = False):
         if self.store.is_local:
             return LocalStore(self.store.path(self.key), read_only=read_only)
-        return FsspecStore.from_url(self.store.url_of(self.key),
-                                    storage_options=self.store.storage_options,
-                                    read_only=read_only)
+        return GuardedStore(FsspecStore.from_url(self.store.url_of(self.key),
+                                                 storage_options=self.store.storage_options,
+                                                 read_only=read_only), self.store, self.key)
 
     def exists(self) -> bool:
         return self.store.exists(f"{self.key}/zarr.json")
