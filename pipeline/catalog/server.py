@@ -59,15 +59,20 @@ class EmbeddedMongo:
         if exe is None:
             raise RuntimeError("nx-27017 is not installed: pip install nx-27017 "
                                "(or set TESS_MONGO_URL to a MongoDB server)")
-        self._proc = subprocess.Popen(
-            [exe, "--host", self.host, "-p", str(self.port), "--data-dir", self.data_dir,
-             "--log-file", self.log_path, "--pid-file", self.pid_path],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        # the server also logs every warning to stderr: into a file, never a pipe — a
+        # pipe nobody drains fills up (64 KiB) and the server blocks in its logger
+        stderr_path = os.path.join(os.path.dirname(self.log_path), "server.stderr")
+        with open(stderr_path, "ab") as stderr:
+            self._proc = subprocess.Popen(
+                [exe, "--host", self.host, "-p", str(self.port), "--data-dir", self.data_dir,
+                 "--log-file", self.log_path, "--pid-file", self.pid_path],
+                stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
         atexit.register(self.stop)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                err = self._proc.stderr.read().decode(errors="replace")[-2000:]
+                with open(stderr_path, "rb") as f:
+                    err = f.read()[-2000:].decode(errors="replace")
                 raise RuntimeError(f"catalog server exited at start (code {self._proc.returncode}): {err}")
             try:
                 with pymongo.MongoClient(self.url, serverSelectionTimeoutMS=500) as client:
@@ -91,8 +96,6 @@ class EmbeddedMongo:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
         if self._scratch:
             shutil.rmtree(self._scratch, ignore_errors=True)
 
