@@ -61,20 +61,32 @@ def _wait_for(job, stage: str, timeout: float = 120.0) -> None:
         time.sleep(0.05)
 
 
-def test_a_worker_killed_mid_run_changes_nothing(frames, tmp_path, catalog, undisturbed):
+def _raw_zone(store) -> dict:
+    return {key.rsplit("/", 1)[-1]: info["size"] for key, info in
+            store.fs.find(store.path("raw"), detail=True).items()}
+
+
+@pytest.mark.parametrize("stage", ["background", "lightcurves"])
+def test_a_worker_killed_mid_run_changes_nothing(frames, tmp_path, catalog, undisturbed, stage):
     from pipeline.cluster import local
 
     client = local(n_workers=2)
     try:
         store = Store(str(tmp_path / "store"))
         job = pipeline.submit([str(frames)], client=client, store=store, catalog=catalog)
-        _wait_for(job, "background")
-        victim = sorted(client.scheduler_info()["workers"])[0]
+        _wait_for(job, stage)
+        # the worker holding the ingest's result, while it is held: its loss makes the
+        # scheduler run the ingest tasks again (which must then find their own work done)
+        holders = [w for key, ws in client.who_has().items()
+                   if str(key).startswith("ingest-record") for w in ws]
+        victim = holders[0] if holders else sorted(client.scheduler_info()["workers"])[0]
         with pytest.raises(Exception):        # noqa: B017 - the worker dies under the call
             client.run(os._exit, 1, workers=[victim])
         report = job.result(300)
         assert job.status() == "done" and report.n_lightcurves == undisturbed[2].n_lightcurves
         assert all(p["done"] == p["total"] for p in job.progress().values())
+        assert catalog.rejections() == []     # a replayed ingest task is no bad file
+        assert _raw_zone(store) == _raw_zone(undisturbed[0])
         _same_results(store, catalog, undisturbed[0], undisturbed[1])
     finally:
         cluster = client.cluster
@@ -82,8 +94,10 @@ def test_a_worker_killed_mid_run_changes_nothing(frames, tmp_path, catalog, undi
         cluster.close()
 
 
+@pytest.mark.parametrize("stage", ["background", "lightcurves"])   # reads / bulk writes
 def test_the_catalog_server_restarted_mid_run_loses_and_duplicates_nothing(frames, tmp_path,
-                                                                           dask_client, undisturbed):
+                                                                           dask_client, undisturbed,
+                                                                           stage):
     data = tmp_path / "catalog"
     server = EmbeddedMongo(data)
     port = server.port
@@ -92,7 +106,7 @@ def test_the_catalog_server_restarted_mid_run_loses_and_duplicates_nothing(frame
     try:
         store = Store(str(tmp_path / "store"))
         job = pipeline.submit([str(frames)], client=dask_client, store=store, catalog=catalog)
-        _wait_for(job, "background")
+        _wait_for(job, stage)
         server.stop()
         time.sleep(2.0)                        # down while tasks and the watcher write
         server = EmbeddedMongo(data, port=port)
