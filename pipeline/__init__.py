@@ -13,7 +13,7 @@ __all__ = ["submit", "resume", "request_cancel", "__version__"]
 def __getattr__(name):
     # the graph pulls in every stage; `import pipeline` alone stays light
     if name in ("submit", "resume", "request_cancel", "Job", "RunReport"):
-        from pipeline import graph
+        from pipeline import jobs as graph
 
         return getattr(graph, name)
     raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
