@@ -100,8 +100,8 @@ class AperturesReport:
 
     def __repr__(self) -> str:
         return (f"<AperturesReport {self.cube_id}: {self.n_apertures} apertures "
-                f"(cut {self.cut:.4g} e-/s) from {self.n_tiles} tiles of {self.tile} px "
-                f"in {self.seconds:.1f} s>")
+                f"(cut {self.cut:.4g} e-/s) from {self.n_tiles} tiles of {self.tile} px, "
+                + ("reused>" if "reused" in (self.timings or {}) else f"in {self.seconds:.1f} s>"))
 
 
 # ============================================================ tiling (pure numpy)

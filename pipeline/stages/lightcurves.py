@@ -144,7 +144,8 @@ class LightcurveReport:
         return (f"<LightcurveReport {self.cube}: {self.written} light curves from "
                 f"{len({t.tile for t in self.tiles})} tiles in {self.seconds:.1f} s"
                 + (f", {len(self.skipped)} apertures off the cube" if self.skipped else "")
-                + (f", {self.removed} stale removed" if self.removed else "") + ">")
+                + (f", {self.removed} stale removed" if self.removed else "")
+                + (f", {self.reused_tiles} tiles reused" if self.reused_tiles else "") + ">")
 
 
 # -- planning (driver) ------------------------------------------------------------------
