@@ -138,6 +138,7 @@ class Job:
         self._leases = contextlib.ExitStack()
         self._held: set[str] = set()
         self._beat = 0.0
+        self._writing = threading.Lock()     # one document write at a time, in order
         documents.insert_once(self.catalog.jobs, {
             "_id": self.id, "status": "queued", "created": documents.now(), "started": None,
             "finished": None, "inputs": inputs, "cubes": cubes,
@@ -147,6 +148,9 @@ class Job:
             "dashboard": None, "cancel_requested": False, "heartbeat": documents.now()})
         self._thread = threading.Thread(target=self._run, name=f"job-{self.id}", daemon=True)
         self._thread.start()
+        # planning thousands of files or waiting for another job's lease takes minutes:
+        # the heartbeat (and the scan's progress) must not wait for the graph to start
+        threading.Thread(target=self._heartbeat, name=f"job-{self.id}-heartbeat", daemon=True).start()
 
     # -- public --------------------------------------------------------------------------
     def status(self) -> str:
@@ -313,6 +317,21 @@ class Job:
         self._update(**fields)
 
     def _update(self, **fields) -> None:
-        self._beat = _time.time()
-        self.catalog.jobs.update_one(match(_id=self.id), {"$set": {
-            "status": self._status, "heartbeat": documents.now(), **fields}})
+        with self._writing:
+            self._beat = _time.time()
+            self.catalog.jobs.update_one(match(_id=self.id), {"$set": {
+                "status": self._status, "heartbeat": documents.now(), **fields}})
+
+    def _heartbeat(self) -> None:
+        while not self._done.wait(documents.HEARTBEAT_SECONDS):
+            if _time.time() - self._beat < documents.HEARTBEAT_SECONDS / 2:
+                continue
+            try:
+                with self._writing:
+                    if self._done.is_set() or self._status not in ("queued", "running"):
+                        return                  # the final write is the watcher's
+                    self._beat = _time.time()
+                    self.catalog.jobs.update_one(match(_id=self.id), {"$set": {
+                        "heartbeat": documents.now(), "progress": self.progress()}})
+            except Exception:  # noqa: BLE001 - a missed beat is retried at the next one
+                pass

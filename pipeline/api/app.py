@@ -58,6 +58,10 @@ def create_app(settings: Settings | None = None, client=None, *, store=None, cat
         # per core only queue on the GIL and on the catalog server, and the tail latency
         # grows with the queue (anyio's default is 40).
         anyio.to_thread.current_default_thread_limiter().total_tokens = threads
+        if settings.scheduler and client is None:
+            # connect in the background (importing distributed alone takes ~1 s), so the
+            # first /health does not spend its 3 s budget on it; a failure is /health's to say
+            state.health_pool.submit(_warm_client, state)
         yield
         state.close()
 
@@ -73,3 +77,10 @@ def create_app(settings: Settings | None = None, client=None, *, store=None, cat
                            allow_headers=["X-API-Key", "Content-Type", "Range"],
                            expose_headers=["Content-Range", "Content-Disposition"])
     return app
+
+
+def _warm_client(state: ApiState) -> None:
+    try:
+        state.client(start_local=False)
+    except Exception:  # noqa: BLE001 - reported by /health and the job endpoints
+        pass

@@ -14,7 +14,8 @@ API_KEY_HEADER = "X-API-Key"
 INT32 = 2**31 - 1
 
 
-def get_state(request: Request) -> ApiState:
+async def get_state(request: Request) -> ApiState:
+    # async: resolving it must not take one of the request threads (see /health)
     return request.app.state.api
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from pipeline.config import Settings
 from pipeline.store import Store
@@ -59,6 +60,9 @@ class ApiState:
         self._client = client
         self._own_client = False
         self._lock = threading.RLock()
+        # /health's checks get threads of their own: in the shared request pool they
+        # would queue behind slow catalog reads and report healthy services as down
+        self.health_pool = ThreadPoolExecutor(3, thread_name_prefix="health")
         self.jobs: dict = {}            # job id → pipeline.graph.Job submitted by this process
         self.stats_cache: tuple[float, dict | None] = (0.0, None)
 
@@ -118,6 +122,7 @@ class ApiState:
         return client
 
     def close(self) -> None:
+        self.health_pool.shutdown(wait=False, cancel_futures=True)
         client, self._client = self._client, None
         if client is not None and self._own_client:
             cluster = getattr(client, "cluster", None) if not self.settings.scheduler else None

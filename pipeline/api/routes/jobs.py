@@ -1,5 +1,9 @@
 """``/jobs``: submit a whole run to the configured Dask scheduler (``pipeline.submit``),
-follow it through its ``jobs`` document, cancel it.
+follow it through its ``jobs`` document, cancel it, resume it.
+
+A queued or running job whose submitting process stopped sending heartbeats reads as
+``lost`` (``pipeline.job_documents.status_of``); a failed, cancelled or lost job is
+resumed with ``POST /jobs/{id}/resume``: a new job that reuses what it finished.
 
 Inputs are raw-zone keys (what ``POST /inject`` and ``/raw`` return), never server
 paths or URLs: a client may only make the pipeline read what is already in the
@@ -22,7 +26,7 @@ from pipeline.api.responses import JSON
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
-JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
+JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled", "lost")
 FINISHED = ("done", "failed", "cancelled")
 SORT = [("created", -1), ("_id", -1)]      # newest first
 JobId = Annotated[str, Path(max_length=100, pattern=r"^[A-Za-z0-9._-]+$")]
@@ -41,14 +45,18 @@ _NAIVE_TIME = re.compile(r"^\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(\.\d+)?$")
 
 
 def _job_doc(doc: dict) -> dict:
-    out = {"id": str(doc["_id"]), **doc, "_id": str(doc["_id"])}
+    from pipeline.job_documents import status_of
+
+    out = {"id": str(doc["_id"]), **doc, "_id": str(doc["_id"]), "status": status_of(doc)}
     for name in TIMES:
         # nx-27017 hands back datetimes written by $set as naive strings; say they are UTC
         value = out.get(name)
         if isinstance(value, str) and _NAIVE_TIME.match(value):
             out[name] = dt.datetime.fromisoformat(value).replace(tzinfo=dt.timezone.utc)
-    if "cancel_requested" in out:             # ... and booleans as 0/1
-        out["cancel_requested"] = bool(out["cancel_requested"])
+    for name in ("cancel_requested", "resumable"):       # ... and booleans as 0/1
+        if name in out:
+            out[name] = bool(out[name])
+    out.pop("heartbeat", None)
     return out
 
 
@@ -108,11 +116,16 @@ def list_jobs(state: State,
               limit: Limit = 100, page_token: PageToken = None):
     if status is not None and status not in JOB_STATUSES:
         raise HTTPException(422, f"query parameter 'status': must be one of {', '.join(JOB_STATUSES)}")
-    query = {"status": eq(status)} if status else {}
+    # "lost" is read from the heartbeat: those are among the stored queued/running ones
+    query = {"status": {"$in": ["queued", "running"]}} if status == "lost" else (
+        {"status": eq(status)} if status else {})
     fp = fingerprint("jobs", {"status": status})
     after = decode_token(page_token, fp, len(SORT)) if page_token else None
     docs, token = keyset_page(state.catalog.jobs, query, SORT, limit, after, fp)
-    return JSON({"items": [_job_doc(d) for d in docs], "next_page_token": token})
+    items = [_job_doc(d) for d in docs]
+    if status is not None:          # stored as running, seen as lost (and the reverse)
+        items = [d for d in items if d["status"] == status]
+    return JSON({"items": items, "next_page_token": token})
 
 
 @router.get("/{id}", response_model=dict, responses=errors(404, 422, 503), summary="One job: status, progress, counts")
@@ -142,3 +155,22 @@ def _cancel(state, job_id: str) -> dict:
                responses=errors(401, 404, 409, 422, 503), summary="Cancel a job")
 async def cancel_job(state: State, id: JobId):
     return JSON(await run_in_threadpool(_cancel, state, id))
+
+
+def _resume(state, job_id: str) -> dict:
+    graph = _graph()
+    try:
+        job = graph.resume(job_id, client=state.client(), settings=state.settings,
+                           store=state.store, catalog=state.catalog)
+    except ValueError as exc:
+        text = str(exc)
+        raise HTTPException(404 if text.startswith("no job") else 409, text) from None
+    state.jobs[job.id] = job
+    return {"id": job.id, "status": job.status()}
+
+
+@router.post("/{id}/resume", status_code=202, response_model=JobCreated, dependencies=[ApiKey],
+             responses=errors(401, 404, 409, 422, 503),
+             summary="Run a failed, cancelled or lost job again, reusing what it finished")
+async def resume_job(state: State, id: JobId):
+    return JSON(await run_in_threadpool(_resume, state, id), status_code=202)

@@ -10,7 +10,6 @@ import time
 from collections import Counter
 
 from fastapi import APIRouter
-from starlette.concurrency import run_in_threadpool
 
 from pipeline.api.deps import State
 from pipeline.api.models import Health, Stats, errors
@@ -58,7 +57,8 @@ def _check_scheduler(state) -> dict:
 async def _timed(check, state) -> dict:
     started = time.perf_counter()
     try:
-        extra = await asyncio.wait_for(run_in_threadpool(check, state), CHECK_TIMEOUT)
+        pending = asyncio.get_running_loop().run_in_executor(state.health_pool, check, state)
+        extra = await asyncio.wait_for(pending, CHECK_TIMEOUT)
         return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 2), "error": None,
                 **extra}
     except asyncio.TimeoutError:
