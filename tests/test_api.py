@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -247,6 +249,36 @@ def test_download_refuses_keys_outside_the_zones(seeded_api, query):
     r = seeded_api.http.get(f"/download?{query}")
     assert r.status_code in (400, 422), r.text
     assert isinstance(r.json()["detail"], str) and r.json()["detail"]
+
+
+def test_download_does_not_follow_symlinks_out_of_a_local_store(seeded_api, tmp_path):
+    """On a local store a key is a path: a symlink planted in the store (a file, or a
+    whole folder) that points outside it must not make /download serve the outside file.
+    The seeded API's store is S3, so this runs on a local store of its own."""
+    import httpx
+
+    from pipeline.store import Store
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = b"SIMPLE  = T / not the store's: " + b"secret-" + os.urandom(16).hex().encode()
+    (outside / "secret.fits").write_bytes(secret)
+    store = Store(str(tmp_path / "store"))
+    inside = store.path("raw/s0014/1-1/real.fits")
+    os.makedirs(os.path.dirname(inside))
+    Path(inside).write_bytes(b"inside the store")
+    os.symlink(outside / "secret.fits", store.path("raw/s0014/1-1/evil.fits"))
+    os.symlink(outside, store.path("raw/s0014/2-2"))
+    app = create_app(seeded_api.settings, seeded_api.client, store=store, catalog=seeded_api.catalog)
+    with ServerThread(app) as url:
+        ok = httpx.get(f"{url}/download", params={"key": "raw/s0014/1-1/real.fits"}, timeout=20)
+        refused = [httpx.get(f"{url}/download", params={"key": key}, timeout=20)
+                   for key in ("raw/s0014/1-1/evil.fits", "raw/s0014/2-2/secret.fits")]
+    assert ok.status_code == 200 and ok.content == b"inside the store"   # the server works
+    for r in refused:
+        assert r.status_code == 400, r.text
+        assert r.json()["detail"] == "key leaves the store"
+        assert b"secret-" not in r.content
 
 
 # -- curated ------------------------------------------------------------------------------------

@@ -132,3 +132,38 @@ def test_strict_json():
     assert out["t"][0] == pytest.approx(1681.5104166666665, abs=1e-8) and out["t"][1] is None
     assert out["q"] == [0, 32]
     assert np.float32(out["e"][0]) == np.float32(12.781105) and out["e"][1] is None
+
+
+# -- the upload limit ---------------------------------------------------------------------------
+README_DEFAULT_UPLOAD_BYTES = 2048 * (1 << 20)   # README: TESS_API_MAX_UPLOAD_MB "default 2048"
+
+
+def test_upload_limit_defaults_to_the_documented_2_gib_per_file():
+    """Without TESS_API_MAX_UPLOAD_MB (or an explicit limit) the API takes files up to the
+    documented 2 GiB and no more: the literal, so a default raised to "unlimited" fails
+    here rather than letting one upload fill the server's disk."""
+    from pipeline.api.state import ApiState, env_max_upload_bytes
+    from pipeline.config import Settings
+
+    state = ApiState(Settings(store="memory://upload-limit"))
+    try:
+        assert state.max_upload_bytes == README_DEFAULT_UPLOAD_BYTES == 2 << 30
+    finally:
+        state.close()
+    assert env_max_upload_bytes({}) == README_DEFAULT_UPLOAD_BYTES
+    assert env_max_upload_bytes({"TESS_API_MAX_UPLOAD_MB": ""}) == README_DEFAULT_UPLOAD_BYTES
+
+
+def test_upload_limit_from_the_environment_is_megabytes_and_must_be_positive():
+    """TESS_API_MAX_UPLOAD_MB counts MiB; a zero, negative or non-numeric value is an
+    error at start-up, not a limit of 0 bytes (every upload 413) or a silent default."""
+    from pipeline.api.state import env_max_upload_bytes
+
+    assert env_max_upload_bytes({"TESS_API_MAX_UPLOAD_MB": "1"}) == 1 << 20
+    assert env_max_upload_bytes({"TESS_API_MAX_UPLOAD_MB": "0.5"}) == 1 << 19
+    for bad in ("0", "-1", "-0.5", "inf", "1e400", "nan"):
+        with pytest.raises(ValueError, match="TESS_API_MAX_UPLOAD_MB=.*must be a positive, finite"):
+            env_max_upload_bytes({"TESS_API_MAX_UPLOAD_MB": bad})
+    for bad in ("x", "2GB"):
+        with pytest.raises(ValueError, match="not a number"):
+            env_max_upload_bytes({"TESS_API_MAX_UPLOAD_MB": bad})

@@ -192,3 +192,113 @@ def test_jobs_pages_newest_first(seeded_api):
         assert ids == [f"paging-{i}" for i in (6, 5, 4, 3, 2, 1, 0)]
     finally:
         seeded_api.catalog.jobs.delete_many({"_id": {"$in": [d["_id"] for d in docs]}})
+
+
+def test_a_lost_job_reads_as_lost_and_resumes(seeded_api):
+    """A job whose process died (no heartbeat for minutes) is ``lost``, not running
+    forever; POST /jobs/{id}/resume runs it again as a new job."""
+    import datetime as dt
+
+    http, headers = seeded_api.http, seeded_api.write_headers
+    stale = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=10)
+    seeded_api.catalog.jobs.insert_one({
+        "_id": "lost-job", "status": "running", "created": stale, "heartbeat": stale,
+        "inputs": [], "cubes": [CUBE], "parameters": {"tile": 512, "stars": None},
+        "progress": {}, "error": None})
+    assert http.get("/jobs/lost-job").json()["status"] == "lost"
+    assert "lost-job" in [j["id"] for j in http.get("/jobs", params={"status": "lost"}).json()["items"]]
+    assert "lost-job" not in [j["id"] for j in
+                              http.get("/jobs", params={"status": "running"}).json()["items"]]
+    assert http.post("/jobs/lost-job/resume").status_code == 401
+    assert http.post("/jobs/no-such-job/resume", headers=headers).status_code == 404
+    r = http.post("/jobs/lost-job/resume", headers=headers)
+    assert r.status_code == 202, r.text
+    new_id = r.json()["id"]
+    doc = wait_for(http, new_id)
+    assert doc["status"] == "done", doc.get("error")
+    assert doc["resumed_from"] == "lost-job" and doc["cubes"] == [CUBE]
+    old = http.get("/jobs/lost-job").json()
+    assert old["status"] == "failed" and old["resumed_by"] == new_id and "lost" in old["error"]
+    again = http.post("/jobs/lost-job/resume", headers=headers)
+    assert again.status_code == 409 and "already resumed" in again.json()["detail"]
+    done = http.post(f"/jobs/{new_id}/resume", headers=headers)
+    assert done.status_code == 409 and "is done" in done.json()["detail"]
+
+
+
+# -- the API key is compared in constant time and never logged (appended after the job
+#    tests; the requests below change nothing: a job on a missing file is refused with 404
+#    before it is created, and the upload is not a FITS file so nothing is stored) ----------
+def _wrong_keys() -> list[str]:
+    import uuid
+
+    near_miss = API_KEY[:-1] + ("0" if API_KEY[-1] != "0" else "1")  # differs in the last byte
+    return ["wrong-" + uuid.uuid4().hex, near_miss, ""]
+
+
+def _key_requests(http, key):
+    """Three write requests sent with ``key``: 401 each with a wrong key; with the right
+    one, a job on a missing raw file (404), a cancel of an unknown job (404) and an upload
+    of a non-FITS file (200, the file rejected)."""
+    headers = {"X-API-Key": key}
+    return [http.post("/jobs", json={"inputs": ["raw/s0014/1-1/missing.fits"]}, headers=headers),
+            http.delete("/jobs/no-such-job", headers=headers),
+            http.post("/inject", files=[("files", ("notes.fits", b"not a FITS file\n" * 10))],
+                      headers=headers)]
+
+
+def _capture_server_logs(caplog):
+    """Every log record of this process, at DEBUG, into caplog: the seeded API's uvicorn
+    runs in a thread of this process, but uvicorn's own loggers do not propagate to the
+    root logger, so caplog's handler goes on them too. Returns the undo."""
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "pipeline", "fastapi", "starlette"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    loners = [logging.getLogger(n) for n in ("uvicorn", "uvicorn.access")]
+    for logger in loners:
+        logger.addHandler(caplog.handler)
+    return lambda: [logger.removeHandler(caplog.handler) for logger in loners]
+
+
+def test_api_keys_are_never_logged(seeded_api, caplog):
+    """Neither the server's key nor a wrong key a client sent shows up in any log, at any
+    level (logs are shipped and read far more widely than the key is shared)."""
+    http, wrong = seeded_api.http, _wrong_keys()
+    undo = _capture_server_logs(caplog)
+    try:
+        for key in wrong:
+            assert [r.status_code for r in _key_requests(http, key)] == [401] * 3
+        good = _key_requests(http, API_KEY)
+    finally:
+        undo()
+    assert [r.status_code for r in good] == [404, 404, 200], [r.text for r in good]
+    # the capture works: the server's access log lines (method, path, status) are in it
+    assert '"POST /jobs HTTP/1.1" 401' in caplog.text, caplog.text[-2000:]
+    assert API_KEY not in caplog.text
+    for key in wrong[:2]:           # (the empty key is in every text)
+        assert key not in caplog.text
+
+
+def test_api_keys_are_compared_in_constant_time(seeded_api, monkeypatch):
+    """Every write request that carries a key has it checked with hmac.compare_digest
+    (its time does not depend on where the first differing byte is), never with ``==`` /
+    ``!=``, whose early exit lets a client find the key byte by byte from response times."""
+    import pipeline.api.deps as deps
+
+    real, calls = deps.hmac.compare_digest, []
+
+    def spy(a, b):                  # records, then answers as the real one does
+        calls.append({a, b})
+        return real(a, b)
+
+    monkeypatch.setattr(deps.hmac, "compare_digest", spy)
+    for key in [*_wrong_keys(), API_KEY]:
+        before = len(calls)
+        responses = _key_requests(seeded_api.http, key)
+        expected = [404, 404, 200] if key == API_KEY else [401] * 3
+        assert [r.status_code for r in responses] == expected, [r.text for r in responses]
+        compared = [c for c in calls[before:] if c == {key.encode(), API_KEY.encode()}]
+        assert len(compared) >= len(responses), \
+            f"{len(responses)} requests with key {key!r} but {len(compared)} compare_digest calls"

@@ -14,7 +14,7 @@ import yaml
 
 from pipeline.config import Settings
 from test_deploy_support import (CHART, COMPOSE_FILE, ENV_EXAMPLE, REPO, compose,
-                                 compose_model)
+                                 compose_model, jupyter_auth_options)
 
 SECRET_NAME = re.compile(r"(PASSWORD|SECRET|TOKEN|API_KEY|S3_KEY|ROOT_USER|MONGO_USER)$")
 PIPELINE_SERVICES = {"scheduler", "worker", "api", "gui", "jupyter"}
@@ -163,6 +163,21 @@ def test_pipeline_settings_in_the_stack(model):
     assert model["services"]["jupyter"]["environment"]["JUPYTER_TOKEN"] == example["JUPYTER_TOKEN"]
     # the bucket the store names is the one the init job creates
     assert "mb --ignore-existing tess/tess" in model["services"]["minio-init"]["command"][0]
+
+
+def test_jupyter_token_cannot_be_switched_off_on_the_command_line(model):
+    """Jupyter gives a shell on the stack (every credential is in its environment): its
+    login token comes from JUPYTER_TOKEN in .env, and no argument of the service's
+    command overrides it (an empty --IdentityProvider.token= would drop the login)."""
+    jupyter = model["services"]["jupyter"]
+    argv = list(jupyter.get("entrypoint") or []) + list(jupyter["command"])
+    assert argv[:2] == ["jupyter", "lab"], argv
+    assert not jupyter_auth_options(argv), f"the jupyter command sets its own login: {argv}"
+    assert jupyter["environment"]["JUPYTER_TOKEN"] == env_example()["JUPYTER_TOKEN"]
+    # the check sees both spellings of such an option (negative control)
+    for switch in (["--IdentityProvider.token="], ["--ServerApp.token", ""],
+                   ["--NotebookApp.password=x"], ["--no-auth"]):
+        assert jupyter_auth_options(argv + switch) == switch[:1], switch
 
 
 def test_mongo_user_script_is_the_one_the_chart_ships():

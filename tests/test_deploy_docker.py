@@ -19,8 +19,9 @@ import yaml
 from pipeline import cluster
 from test_deploy_support import (CHART, DOCKERFILE, REPO, VENV_BIN, compose_model, context_files,
                                  dockerignore_rules, env_pairs, image_venv, install_steps,
-                                 is_ignored, load_values, parse_dockerfile, render_chart,
-                                 chart_commands, PRODUCTION_VALUES)
+                                 is_ignored, jupyter_auth_options, load_values, parse_dockerfile,
+                                 render_chart, chart_commands, JUPYTER_AUTH_OPTION,
+                                 PRODUCTION_VALUES)
 
 __all__ = ["image_venv"]  # the session fixture, imported for pytest
 
@@ -96,6 +97,30 @@ def test_no_secrets_in_the_image():
                  ".git/config", "tests/conftest.py"):
         assert is_ignored(name, rules), f"{name} would be sent to the Docker build context"
     assert ".env" not in context_files(rules)
+
+
+JUPYTER_CONFIG = re.compile(r"jupyter_\w*config|\.jupyter\b|etc/jupyter\b|JUPYTER_CONFIG", re.I)
+
+
+def test_image_does_not_switch_off_the_jupyter_token():
+    """The token comes from JUPYTER_TOKEN at run time (compose .env, the chart's Secret).
+    A Jupyter config baked into the image (``c.IdentityProvider.token = ""`` in a
+    jupyter_server_config, a config directory set by ENV) would override it in every
+    deployment, silently: nothing of the kind in the Dockerfile, in any form."""
+    text = DOCKERFILE.read_text()
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.lstrip().startswith("#"):
+            continue                # comments describe, they configure nothing
+        assert not JUPYTER_AUTH_OPTION.search(line), f"line {number} sets Jupyter's login: {line}"
+        assert not JUPYTER_CONFIG.search(line), f"line {number} writes or points at a Jupyter config: {line}"
+    for i in final("COPY"):         # nothing copied into a directory Jupyter reads config from
+        *_, dest = i.args.split()
+        assert not JUPYTER_CONFIG.search(dest), f"line {i.line}: COPY into {dest}"
+    assert not [name for name in image_env() if name.startswith("JUPYTER")], image_env()
+    for i in final("ENTRYPOINT") + final("CMD"):
+        assert not jupyter_auth_options(i.exec_form() or i.args.split()), f"line {i.line}: {i.args}"
+    # nor does the build context carry a config file a later COPY could pick up
+    assert not [f for f in context_files(dockerignore_rules()) if JUPYTER_CONFIG.search(f)]
 
 
 def test_copy_sources_exist_and_survive_dockerignore():

@@ -15,8 +15,9 @@ import pytest
 
 from pipeline import k8s_spec
 from test_deploy_crd import dask_errors
-from test_deploy_support import (CHART, PRODUCTION_VALUES, by_kind, is_dask_kind, kube_versions,
-                                 kubernetes_validate, load_values, pod_specs, render_chart)
+from test_deploy_support import (CHART, PRODUCTION_VALUES, by_kind, is_dask_kind,
+                                 jupyter_auth_options, kube_versions, kubernetes_validate,
+                                 load_values, pod_specs, render_chart)
 
 PRODUCTION = load_values(PRODUCTION_VALUES)
 VALUES = {"default": None, "production": PRODUCTION}
@@ -164,6 +165,51 @@ def test_no_default_passwords_generated_secret():
                                     "@tess-tess-pipeline-mongodb:27017/tess?authSource=admin")
     given = by_kind(render_chart({"credentials": {"apiKey": "k" * 24}})[0], "Secret")
     assert base64.b64decode(given["tess-tess-pipeline-credentials"]["data"]["api-key"]) == b"k" * 24
+
+
+def test_jupyter_token_comes_from_the_secret_and_no_argument_switches_it_off(rendered):
+    """Jupyter gives a shell in the cluster with the pipeline's credentials and a Role
+    over DaskClusters: its login token is JUPYTER_TOKEN from the Secret's
+    "jupyter-token" (generated per install unless given), and no argument of any
+    container overrides it (an empty --IdentityProvider.token= would drop the login)."""
+    label, objects, _ = rendered
+    secret_name = ("tess-credentials" if label == "production"
+                   else "tess-tess-pipeline-credentials")
+    for obj in objects:
+        for where, spec in pod_specs(obj):
+            for container in spec.get("initContainers", []) + spec["containers"]:
+                argv = container.get("command", []) + container.get("args", [])
+                assert not jupyter_auth_options(argv), \
+                    f"{where}/{container['name']} sets Jupyter's login: {argv}"
+    deployment = by_kind(objects, "Deployment")["tess-tess-pipeline-jupyter"]
+    (jupyter,) = [c for c in deployment["spec"]["template"]["spec"]["containers"]
+                  if c["name"] == "jupyter"]
+    assert (jupyter.get("command", []) + jupyter["args"])[:2] == ["jupyter", "lab"]
+    # exactly one entry: a second one further down the list (jupyter.env) would win
+    tokens = [e for e in jupyter["env"] if e["name"] == "JUPYTER_TOKEN"]
+    assert len(tokens) == 1, f"JUPYTER_TOKEN entries of the jupyter container: {tokens}"
+    assert tokens[0].get("valueFrom", {}).get("secretKeyRef") == \
+        {"name": secret_name, "key": "jupyter-token"}, tokens[0]
+    secret = by_kind(objects, "Secret").get(secret_name)
+    if secret is not None:          # rendered by the chart (default values): non-empty
+        import base64
+
+        assert base64.b64decode(secret["data"]["jupyter-token"])
+
+
+def test_production_ingresses_put_single_sign_on_in_front_of_jupyter_dashboard_and_gui():
+    """values-production.yaml exposes Jupyter, the Dask dashboard and the GUI through
+    Ingresses: each must ask the SSO proxy first (nginx auth-url / auth-signin), since the
+    dashboard and Jupyter run code on the cluster and the GUI has no login of its own."""
+    ingresses = by_kind(render_chart(copy.deepcopy(PRODUCTION))[0], "Ingress")
+    for service in ("jupyter", "dashboard", "gui"):
+        name = f"tess-tess-pipeline-{service}"
+        assert name in ingresses, f"no Ingress {name}: {sorted(ingresses)}"
+        annotations = ingresses[name]["metadata"].get("annotations") or {}
+        assert annotations.get("nginx.ingress.kubernetes.io/auth-url", "").startswith("https://"), \
+            f"{name}: no single sign-on (nginx.ingress.kubernetes.io/auth-url): {annotations}"
+        assert annotations.get("nginx.ingress.kubernetes.io/auth-signin", "").startswith("https://"), \
+            f"{name}: no sign-in page for the SSO proxy: {annotations}"
 
 
 # -- negative controls on values ---------------------------------------------------------------

@@ -334,6 +334,19 @@ def chart_commands(objects: list[dict], image_prefix: str) -> dict[str, list[str
     return commands
 
 
+# -- Jupyter's token -------------------------------------------------------------------------
+# jupyter_server takes its token from JUPYTER_TOKEN; a command-line option (or a baked-in
+# config) setting the token or password wins over it, and an empty one switches the login
+# off. Both forms count: "--ServerApp.token=" and "--ServerApp.token ''".
+JUPYTER_AUTH_OPTION = re.compile(r"(IdentityProvider|ServerApp|NotebookApp)\.(token|password)\b"
+                                 r"|--no-auth\b")
+
+
+def jupyter_auth_options(argv: list[str]) -> list[str]:
+    """The arguments of ``argv`` that set Jupyter's token or password (or drop the login)."""
+    return [arg for arg in argv if JUPYTER_AUTH_OPTION.search(str(arg))]
+
+
 # -- kubernetes-validate (its CLI) -----------------------------------------------------------
 def kube_versions() -> list[str]:
     """The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest

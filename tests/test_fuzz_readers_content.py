@@ -280,19 +280,37 @@ def test_found_unparsable_card_still_gives_header_documents():
     ("lightkurve_asteroid_test.fits", {"FFIINDEX": "4.768414967409189E+16"}, "inconsistent"),
     (SIMULATED, {"FFIINDEX": "-5"}, "inconsistent"),
     (SIMULATED, {"TSTART": "1.7E308", "TSTOP": "1.79E308"}, "inconsistent"),  # mid = inf
+    # an exposure that ends before (or as) it starts: the seed's TSTART is 1681.5; random
+    # values reach this only now and then, so it is pinned
+    (SIMULATED, {"TSTOP": "1000.0"}, "inconsistent"),
+    (SIMULATED, {"TSTOP": "1681.5"}, "inconsistent"),
     ("tess25155310-s01-first-cadences.fits.gz", {"TIMEDEL": "2.2250738585E-313",
                                                  "TSTOP": "2.3E-4"}, None),
 ])
 def test_found_broken_time_keywords(name, changes, problem):
     """Cadence numbers past int64/2^31 from FFIINDEX or TSTART/TIMEDEL, an overflowing
-    mid-exposure time, a denormal TIMEDEL (tstart == tstop): a clear error, or (for the
-    TIMEDEL) a cadence measured from the time stamps."""
+    mid-exposure time, an FFI whose TSTOP is not after its TSTART, a denormal TIMEDEL
+    (tstart == tstop): a clear error, or (for the TIMEDEL) a cadence measured from the
+    time stamps."""
     result = check(name, _with_cards(name, changes))
     if problem is None:
         assert isinstance(result, FrameStack), str(result)
         assert any("TIMEDEL" in n for n in result.info.notes)
     else:
         assert isinstance(result, TessFileError) and result.problem == problem, result
+
+
+@pytest.mark.parametrize("name", [n for n in TABLE_SEEDS if n != "lightkurve_asteroid_test.fits"])
+def test_two_rows_with_the_same_time_are_inconsistent(name):
+    """Two table rows at the same TIME (a row written twice): "inconsistent", not two
+    cadences with the same time stamp (consumers need strictly increasing times). The
+    random floods never duplicate a finite TIME, so this is pinned for every seed with
+    more than one row (the asteroid cut-out has one)."""
+    hdul = hdulist(name)
+    hdul[1].data["TIME"][1] = hdul[1].data["TIME"][0]
+    result = check(name, to_bytes(hdul))
+    assert isinstance(result, TessFileError) and result.problem == "inconsistent", result
+    assert "two rows have TIME" in result.detail, result
 
 
 def test_found_half_the_times_missing_without_timedel():

@@ -5,6 +5,7 @@ the jobs it submitted itself. Services are opened on first use, so the API start
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -35,8 +36,8 @@ def env_max_upload_bytes(environ=None) -> int:
         megabytes = float(value)
     except ValueError:
         raise ValueError(f"TESS_API_MAX_UPLOAD_MB={value!r} is not a number of megabytes") from None
-    if megabytes <= 0:
-        raise ValueError("TESS_API_MAX_UPLOAD_MB must be positive")
+    if not math.isfinite(megabytes) or megabytes <= 0:
+        raise ValueError(f"TESS_API_MAX_UPLOAD_MB={value!r}: must be a positive, finite number")
     return int(megabytes * (1 << 20))
 
 
