@@ -54,7 +54,7 @@ def proxy(monkeypatch):
     moto.start()
     s3fs.S3FileSystem.clear_instance_cache()
     s3fs.S3FileSystem(key="testing", secret="testing",
-                      client_kwargs={"endpoint_url": moto.endpoint}).mkdir(BUCKET)
+                      client_kwargs={"endpoint_url": moto.endpoint}).makedirs(BUCKET, exist_ok=True)
     server = FaultProxy(moto.port)
     yield server
     server.shutdown()

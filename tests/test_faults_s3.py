@@ -37,7 +37,7 @@ def moto():
     s3fs.S3FileSystem.clear_instance_cache()
     fs = s3fs.S3FileSystem(key="testing", secret="testing",
                            client_kwargs={"endpoint_url": server.endpoint})
-    fs.mkdir(BUCKET)
+    fs.makedirs(BUCKET, exist_ok=True)   # moto keeps its state per process
     yield server
     server.stop()
 
