@@ -203,22 +203,36 @@ def _create_outputs(group, n, shape, chunks, geom: kbg.Geometry) -> None:
     t, r, c = chunks
     ny, nx = geom.grid
     wide = (t, min(2 * r, shape[0]), min(2 * c, shape[1]))
-    for name in (*OUTPUTS, INDICATOR):
-        _delete(group, name)
-    group.create_array("background", shape=(n, *shape), chunks=(t, r, c), dtype="float32",
-                       fill_value=np.nan, compressors=None, dimension_names=("time", "row", "col"))
-    group.create_array("pixel_flags", shape=(n, *shape), chunks=wide, dtype="uint8",
-                       fill_value=0, dimension_names=("time", "row", "col"))
-    group.create_array("sumimage", shape=shape, chunks=(r, c), dtype="float32",
-                       fill_value=np.nan, dimension_names=("row", "col"))
-    group.create_array("bkg_mesh", shape=(n, ny, nx), chunks=(t, ny, nx), dtype="float32",
-                       fill_value=np.nan, dimension_names=("time", "tile_row", "tile_col"))
-    group.create_array("bkg_radial", shape=(n, geom.n_table), chunks=(t, geom.n_table),
-                       dtype="float32", fill_value=np.nan, dimension_names=("time", "radius"))
+    _delete(group, INDICATOR)
+    _require(group, "background", shape=(n, *shape), chunks=(t, r, c), dtype="float32",
+             fill_value=np.nan, compressors=None, dimension_names=("time", "row", "col"))
+    _require(group, "pixel_flags", shape=(n, *shape), chunks=wide, dtype="uint8",
+             fill_value=0, dimension_names=("time", "row", "col"))
+    _require(group, "sumimage", shape=shape, chunks=(r, c), dtype="float32",
+             fill_value=np.nan, dimension_names=("row", "col"))
+    _require(group, "bkg_mesh", shape=(n, ny, nx), chunks=(t, ny, nx), dtype="float32",
+             fill_value=np.nan, dimension_names=("time", "tile_row", "tile_col"))
+    _require(group, "bkg_radial", shape=(n, geom.n_table), chunks=(t, geom.n_table),
+             dtype="float32", fill_value=np.nan, dimension_names=("time", "radius"))
     # scratch, written and read once: zstd would cost more than the bytes it saves
     group.create_array(INDICATOR, shape=(n, *shape), chunks=wide, dtype="int16",
                        fill_value=int(kflags.Q_NONE), compressors=None,
                        dimension_names=("time", "row", "col"))
+
+
+def _require(group, name, shape, chunks, dtype, **options) -> None:
+    """An output array of this layout: an earlier run's is kept (resized to the cube's
+    cadences) and overwritten chunk by chunk, so readers (the API) never see it vanish
+    while a re-run replaces it; one of another layout is made anew."""
+    if name in group:
+        old = group[name]
+        if (old.dtype == np.dtype(dtype) and tuple(old.chunks) == tuple(chunks)
+                and tuple(old.shape[1:]) == tuple(shape[1:]) and len(old.shape) == len(shape)):
+            if tuple(old.shape) != tuple(shape):
+                old.resize(shape)
+            return
+        del group[name]
+    group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, **options)
 
 
 def _delete(group, name) -> None:
