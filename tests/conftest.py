@@ -8,6 +8,8 @@ import logging
 import uuid
 from pathlib import Path
 
+from cluster_fixtures import local_client
+
 import pytest
 
 from pipeline.catalog import Catalog, EmbeddedMongo
@@ -71,10 +73,5 @@ def s3_settings(s3_server, monkeypatch):
 
 @pytest.fixture(scope="session")
 def dask_client():
-    from pipeline.cluster import local
-
-    client = local(n_workers=2)
-    yield client
-    cluster = client.cluster
-    client.close()
-    cluster.close()
+    with local_client(2) as client:
+        yield client

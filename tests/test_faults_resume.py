@@ -16,6 +16,7 @@ import time
 import numpy as np
 import pytest
 import s3fs
+from cluster_fixtures import local_client
 from s3_fixtures import BUCKET, FaultProxy, Moto, proxied
 
 import pipeline
@@ -37,13 +38,8 @@ def frames(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def one_worker():
-    from pipeline.cluster import local
-
-    client = local(n_workers=1)
-    yield client
-    cluster = client.cluster
-    client.close()
-    cluster.close()
+    with local_client(1) as client:
+        yield client
 
 
 @pytest.fixture
