@@ -210,7 +210,9 @@ def test_segment_equals_reference_route(field, reference, with_catalog):
     same = set(mine) & set(theirs)
     assert len(same) >= 0.98 * len(mine)
     for t in set(theirs) - same:
-        m = max(mine, key=lambda a: len(a & t))
+        # its counterpart is one of ours that no reference aperture equals (a TASOC
+        # mask that grew into a neighbour can overlap that neighbour more than its own)
+        m = max(set(mine) - same, key=lambda a: len(a & t))
         assert m <= t, "ours may only lack pixels"
         extra = t - m
         assert all(ap[p] not in (0, ap[next(iter(m))]) for p in extra), \

@@ -157,7 +157,7 @@ def wcs_cards(size: int, sector: int, camera: int, ccd: int) -> list[tuple]:
     A camera-centred gnomonic projection: the boresight pixel (DESIGN §4 table, off the
     CCD) maps to the camera centre, 21″/px, rotated so the focal plane's up points away
     from the ecliptic, CCDs 3/4 turned by 180°; positive determinant (TESS images are
-    mirrored). A size-S frame is given the WCS of the CCD's central S×S pixels.
+    mirrored). A size-S frame is the CCD's first S rows and columns (its sky, too).
     """
     p = pointing(sector, camera)
     s = PIXEL_SCALE / 3600.0
@@ -166,15 +166,14 @@ def wcs_cards(size: int, sector: int, camera: int, ccd: int) -> list[tuple]:
     if ccd in (3, 4):
         cd = -cd
     bx, by = boresight(camera, ccd)
-    shift = (FULL_SIZE - size) / 2.0
     return [
         ("WCSAXES", 2, "number of World Coordinate System axes"),
         ("CTYPE1", "RA---TAN", "Gnomonic projection"),
         ("CTYPE2", "DEC--TAN", "Gnomonic projection"),
         ("CRVAL1", p["ra"], "[deg] right ascension at reference pixel"),
         ("CRVAL2", p["dec"], "[deg] declination at reference pixel"),
-        ("CRPIX1", bx + 1.0 - shift, "[pixel] reference pixel along image axis 1"),
-        ("CRPIX2", by + 1.0 - shift, "[pixel] reference pixel along image axis 2"),
+        ("CRPIX1", bx + 1.0, "[pixel] reference pixel along image axis 1"),
+        ("CRPIX2", by + 1.0, "[pixel] reference pixel along image axis 2"),
         ("CUNIT1", "deg", "physical unit of axis 1"),
         ("CUNIT2", "deg", "physical unit of axis 2"),
         ("CD1_1", float(cd[0, 0]), "transformation matrix"),
