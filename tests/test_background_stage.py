@@ -56,11 +56,12 @@ def _whole_array_reference(cube: Cube, excludes, sample=None):
     raw = np.stack([kbg.render(*kbg.fit(f, m, geom)[:2], geom) for f, m in zip(flux, flags)])
     seg = ksmooth.segments(coords["time"])
     w = ksmooth.window_frames(ksmooth.cadence_seconds(coords["time"])) // 2
-    bkg = np.empty_like(raw)
-    for k in range(len(raw)):                  # nanmean over the window, cut at the ends
-        sel = [j for j in range(len(raw)) if abs(j - k) <= w and seg[j] == seg[k]]
-        bkg[k] = raw[sel].mean(axis=0)
     good = (coords["quality"] & GOOD_QUALITY_MASK) == 0
+    bkg = np.empty_like(raw)
+    for k in range(len(raw)):                  # mean over the window, cut at the ends;
+        sel = [j for j in range(len(raw))      # a good frame's holds good frames only
+               if abs(j - k) <= w and seg[j] == seg[k] and (good[j] or not good[k])]
+        bkg[k] = raw[sel].mean(axis=0)
     corr = np.where(flags & kflags.MANUAL_EXCLUDE, np.nan, flux - bkg)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -249,6 +249,24 @@ def test_time_smoothing_window_and_gaps(cadence):
                                want[lo:hi], atol=1e-12)
 
 
+
+def test_good_frames_never_average_bad_ones():
+    """A good frame's window holds good frames only; a bad frame (scattered light)
+    is smoothed over its whole window — the step at the episode's edge must not leak
+    into the good neighbours, within segments and across a task's halo."""
+    n, w = 40, 1
+    x = np.where(np.arange(n) < 15, 100.0, 160.0)[:, None] + RNG.normal(0, 0.1, (n, 2))
+    good = np.arange(n) < 15                           # frames 15.. hold scattered light
+    good[30:] = True
+    x[30:] -= 60.0
+    out = smoothing.smooth_good(x, w, good)
+    np.testing.assert_allclose(out[14], x[13:15].mean(axis=0), atol=1e-12)   # not x[15]
+    np.testing.assert_allclose(out[30], x[30:32].mean(axis=0), atol=1e-12)   # not x[29]
+    np.testing.assert_allclose(out[15], x[14:17].mean(axis=0), atol=1e-12)   # bad: everything
+    np.testing.assert_allclose(out[5], smoothing.smooth(x, w)[5], atol=1e-12)
+    np.testing.assert_allclose(smoothing.smooth_good(x[10:25], w, good[10:25], None, 3, 12),
+                               out[13:22], atol=1e-12)
+
 # -- flags -------------------------------------------------------------------------------------
 def test_mask_flags():
     img = RNG.normal(100, 1, (50, 60)).astype(np.float32)

@@ -140,7 +140,7 @@ def background(prep: Prepared, i: int, summed: SumImage, norm=None):
     """Chunk i's backgrounds; ``norm`` (from ``typical``) None for the sampled chunks,
     which keep their indicators for ``flag``."""
     t0, t1, a, b = prep.span(i)
-    return _background_chunk((prep.plan, t0, t1, a, b, prep.seg[a:b], prep.half,
+    return _background_chunk((prep.plan, t0, t1, a, b, prep.seg[a:b], prep.good[a:b], prep.half,
                               prep.times[t0:t1], summed.image, None if norm is None else norm[0]))
 
 
@@ -317,13 +317,14 @@ def _background_chunk(task):
     median of (flux − background − sum image). Without a norm (``typical`` None):
     stores the indicators (scratch) and returns their per-pixel median over the
     chunk; with it: sets bit 4 and returns the number of flagged pixel-frames."""
-    plan, t0, t1, a, b, seg, half, times, sumimage, typical = task
+    plan, t0, t1, a, b, seg, good, half, times, sumimage, typical = task
     clock = _Clock()
     geom = plan.geometry()
     group = clock.group(plan.cube)
-    mesh = ksmooth.smooth(clock.read(group["bkg_mesh"], slice(a, b)), half, seg, t0 - a, t1 - a)
-    table = ksmooth.smooth(clock.read(group["bkg_radial"], slice(a, b)), half, seg, t0 - a,
-                           t1 - a)
+    mesh = ksmooth.smooth_good(clock.read(group["bkg_mesh"], slice(a, b)), half, good, seg,
+                               t0 - a, t1 - a)
+    table = ksmooth.smooth_good(clock.read(group["bkg_radial"], slice(a, b)), half, good, seg,
+                                t0 - a, t1 - a)
     flux = clock.read(group["flux"], slice(t0, t1))
     rects = plan.rects(times)
     nt = t1 - t0
@@ -383,8 +384,9 @@ def _sum_image(plan, geom, chunks, seg, half, good, times, flux_sum, valid, inva
         if not good[t0:t1].any():
             continue
         a, b = max(t0 - half, 0), min(t1 + half, n)
-        mesh = ksmooth.smooth(group["bkg_mesh"][a:b], half, seg[a:b], t0 - a, t1 - a)
-        table = ksmooth.smooth(group["bkg_radial"][a:b], half, seg[a:b], t0 - a, t1 - a)
+        mesh = ksmooth.smooth_good(group["bkg_mesh"][a:b], half, good[a:b], seg[a:b], t0 - a, t1 - a)
+        table = ksmooth.smooth_good(group["bkg_radial"][a:b], half, good[a:b], seg[a:b], t0 - a,
+                                    t1 - a)
         for k in np.flatnonzero(good[t0:t1]):
             i = t0 + k
             if not (np.isfinite(mesh[k]).all() and np.isfinite(table[k]).all()):
