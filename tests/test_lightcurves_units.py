@@ -86,6 +86,17 @@ def test_spectrum_binning_and_outlier_clip():
     assert analyse(t, y, clip=None)["noise_ppm"] > 2 * s["noise_ppm"]
 
 
+
+def test_outlier_clip_on_a_smooth_high_snr_light_curve():
+    """A slow, noise-free-looking pulsation: most points equal their 5-point running
+    median, so a MAD of those residuals is 0; the two wild frames must still go."""
+    t = 2000.0 + np.arange(130) / 48.0
+    y = 3e4 * np.sin(2 * np.pi * t / 0.8) + np.random.default_rng(3).normal(0, 50, 130)
+    y[[14, 15]] -= 3.4e5
+    s = analyse(t, y)
+    assert s["n_clipped"] == 2
+    assert s["peaks"] and s["peaks"][0]["frequency_uhz"] == pytest.approx(1e6 / (0.8 * 86400), abs=1.0)
+
 def test_quality_bits():
     frame_q = np.array([0, 32, 0, 0])
     pixq = np.array([[0, 0, 4, 1]], np.uint8)

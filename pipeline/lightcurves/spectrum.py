@@ -30,7 +30,8 @@ SNR = amplitude / final noise. Prewhitening (rather than picking local maxima) i
 what keeps spectral-window sidelobes of a strong mode from hiding weaker modes.
 
 Outliers: before the spectrum, points deviating from a 5-point running median by more
-than ``clip`` (6) robust standard deviations (1.4826 × MAD of those deviations) are
+than ``clip`` (6) robust standard deviations (1.4826 × MAD of the point-to-point
+differences / √2) are
 left out — a single bad frame (e.g. a background estimate off by 30 e-/s per pixel)
 otherwise spreads its power over every frequency. A sinusoid never trips it (its
 deviations scale the MAD with it); a deep transit's edges may, which a spectrum for
@@ -141,7 +142,13 @@ def clip_outliers(y, clip: float | None = 6.0, window: int = CLIP_WINDOW) -> np.
 
     r = y - median_filter(y, size=window, mode="nearest")
     r = r - np.median(r)
-    sigma = 1.482602218505602 * np.median(np.abs(r))
+    # the scale from point-to-point differences: on a smooth, high-SNR light curve
+    # most points ARE their running median (r = 0), so the MAD of r is 0 and would
+    # clip nothing — not even a 30 % jump
+    d = np.diff(y)
+    sigma = 1.482602218505602 * np.median(np.abs(d - np.median(d))) / math.sqrt(2.0)
+    if not sigma > 0:
+        sigma = 1.482602218505602 * np.median(np.abs(r))
     if sigma > 0:
         keep = np.abs(r) <= clip * sigma
     return keep
