@@ -1,6 +1,13 @@
 """K2P2 star apertures on a sum image (Lund et al. 2015; TASOC photometry's
 ``k2p2FixFromSum``), as numba kernels: numpy in, numpy out, serial, deterministic.
 
+This module holds the entry points — ``threshold`` (re-exported from
+``kernels.threshold``), ``segment`` and ``aperture_table`` — and the part of the
+method that finds *where* the stars are: the DBSCAN clusters above the cut, and which
+of them a window's cut sides could change. How each cluster is cut into apertures
+(watershed, catalog peaks, hole filling, bleed columns) is in ``kernels.k2p2_watershed``;
+its public kernels are re-exported here.
+
 Steps (DESIGN §4; TASOC's AperturePhotometry settings in brackets):
 
 1. ``threshold``: the significance cut = mode + thresh · 1.4826 · MAD below the mode
@@ -12,28 +19,15 @@ Steps (DESIGN §4; TASOC's AperturePhotometry settings in brackets):
    clusters are the 8-connected components of core pixels (``labels.label8``).
    This is exactly scikit-learn's DBSCAN core-point partition on the pixel
    coordinates: the eps-ball of radius √2 on the grid is the 3×3 box.
-3. Watershed on flux per cluster [blur 0.5, footprint 3, ws_thres 0]: markers are the
-   3×3 local maxima of the cluster's flux blurred by a Gaussian (σ 0.5, radius 2);
-   with a star catalog, each star claims the nearest peak of every cluster within
-   2√2 px (5√2 px for Tmag ≤ 7) and only claimed peaks are markers. Inside each
-   patch of saturated (bleed) pixels only the highest marker is kept. The cluster is
-   flooded from its markers, brightest first, 4-connected (``labels.flood_clusters``); a
-   cluster with no marker stays whole.
-4. Regions under ``min_pixels`` [4] are dropped; pixels whose four neighbours are all
-   in one aperture are filled in; apertures of saturated stars are extended along
-   their bleed columns (a column is saturated when the median step along it is < 1 %
-   of its maximum and its median is ≥ half the aperture's maximum; the contiguous run
-   of above-cut pixels through its brightest pixel is added). With a catalog only
-   apertures whose stars sum to Tmag ≤ 7 are extended.
+3. Watershed on flux per cluster from its (blurred, or catalog-claimed) peaks, one
+   marker per saturated patch [blur 0.5, footprint 3, ws_thres 0].
+4. Regions under ``min_pixels`` [4] dropped, one-pixel holes filled, saturated stars
+   extended along their bleed columns. (3 and 4: ``kernels.k2p2_watershed``.)
 
 Departures from TASOC (each keeps apertures disjoint or the result independent of
-tiling): apertures never share a pixel — hole filling and bleed extension only take
-pixels no other aperture owns, and a pixel reached by two bleed runs goes to the
-aperture whose brightest pixel in that column is nearest; the threshold uses every
-finite pixel (TASOC keeps only values > 0, which on a background-subtracted image
-puts the cut at ~0.3 σ of the noise; ``positive_only=True`` restores it); markers
-come from the blurred image with and without a catalog (DESIGN §4; TASOC does not
-blur when it has a catalog).
+tiling): the threshold uses every finite pixel (TASOC keeps only values > 0, which on
+a background-subtracted image puts the cut at ~0.3 σ of the noise;
+``positive_only=True`` restores it); for steps 3–4 see ``kernels.k2p2_watershed``.
 
 Tiles: ``segment`` works on a window of the image. Window sides that are cuts through
 the image (not its real edges) are "open"; a cluster that comes within ``guard`` px
@@ -49,65 +43,19 @@ import math
 import numpy as np
 from numba import njit
 
-from kernels.labels import flood_clusters, label8
-
+from kernels.k2p2_watershed import (OPEN_BOTTOM, OPEN_LEFT, OPEN_RIGHT, OPEN_TOP,  # noqa: F401
+                                    bright_apertures, claim_peaks, drop_small_regions,
+                                    extend_bleed_columns, fill_holes, find_peaks,
+                                    gaussian_weights, one_marker_per_saturated_patch,
+                                    watershed)
+from kernels.labels import label8
 from kernels.threshold import (IQR_TO_SIGMA, MAD_TO_SIGMA, SCOTT_FACTOR,  # noqa: F401
                                kde_mode, scott_bandwidth, threshold)
 
 GUARD = 3                            # px: 1 for the 3×3 count, 2 for the blur radius
-OPEN_TOP, OPEN_BOTTOM, OPEN_LEFT, OPEN_RIGHT = 0, 1, 2, 3
 
 
-# ================================================================== helpers
-@njit(nogil=True, cache=True)
-def gaussian_weights(sigma, truncate=4.0):
-    """scipy.ndimage's 1-D Gaussian kernel: radius int(truncate·σ + 0.5), normalised."""
-    rad = int(truncate * sigma + 0.5)
-    w = np.empty(2 * rad + 1)
-    s = 0.0
-    for j in range(-rad, rad + 1):
-        w[j + rad] = math.exp(-0.5 * (j / sigma) ** 2) if sigma > 0 else (1.0 if j == 0 else 0.0)
-        s += w[j + rad]
-    return w / s
-
-
-@njit(nogil=True, cache=True)
-def _reflect(i, n):
-    """scipy.ndimage 'reflect' boundary (d c b a | a b c d | d c b a)."""
-    while i < 0 or i >= n:
-        if i < 0:
-            i = -i - 1
-        else:
-            i = 2 * n - i - 1
-    return i
-
-
-@njit(nogil=True, cache=True)
-def _blur_at(image, clusters, lab, r, c, w):
-    """Gaussian blur at (r, c) of the image restricted to cluster ``lab`` (0 elsewhere),
-    scipy.ndimage's 'reflect' boundary."""
-    nr, nc = image.shape
-    rad = (w.size - 1) // 2
-    s = 0.0
-    if rad <= r < nr - rad and rad <= c < nc - rad:
-        for i in range(-rad, rad + 1):
-            row = 0.0
-            for j in range(-rad, rad + 1):
-                if clusters[r + i, c + j] == lab:
-                    row += w[j + rad] * image[r + i, c + j]
-            s += w[i + rad] * row
-        return s
-    for i in range(-rad, rad + 1):
-        rr = _reflect(r + i, nr)
-        row = 0.0
-        for j in range(-rad, rad + 1):
-            cc = _reflect(c + j, nc)
-            if clusters[rr, cc] == lab:
-                row += w[j + rad] * image[rr, cc]
-        s += w[i + rad] * row
-    return s
-
-
+# ================================================================== DBSCAN on the grid
 @njit(nogil=True, cache=True)
 def above_core(image, cut, min_samples):
     """Pixels above the cut, and DBSCAN core pixels (≥ min_samples above-cut pixels in
@@ -150,32 +98,21 @@ def _border_owner(above, core, clusters, r, c):
 
 
 @njit(nogil=True, cache=True)
-def _column_saturated(vals, k, mask_max):
-    """TASOC's test of one column of a mask: |median(diff)| / max < 0.01 and
-    median ≥ max(mask)/2, on the mask's k values in that column (row order)."""
-    if k < 2:
-        return False                                 # median of no step is NaN
-    d = np.empty(k - 1)
-    for i in range(k - 1):
-        d[i] = vals[i + 1] - vals[i]
-    vmax = np.max(vals[:k])
-    ratio = abs(np.median(d)) / vmax
-    return ratio < 0.01 and np.median(vals[:k]) >= mask_max / 2.0
+def cluster_members(above, core, clusters):
+    """Per pixel, the DBSCAN cluster it belongs to with border points included: its
+    own cluster for a core pixel, ``_border_owner`` for a border pixel, else 0."""
+    nr, nc = above.shape
+    members = np.zeros((nr, nc), np.int32)
+    for r in range(nr):
+        for c in range(nc):
+            if core[r, c]:
+                members[r, c] = clusters[r, c]
+            elif above[r, c]:
+                members[r, c] = _border_owner(above, core, clusters, r, c)
+    return members
 
 
-@njit(nogil=True, cache=True)
-def _run(above, r0, c):
-    """Rows (lo, hi) of the contiguous above-cut run through (r0, c)."""
-    nr = above.shape[0]
-    lo = r0
-    while lo - 1 >= 0 and above[lo - 1, c]:
-        lo -= 1
-    hi = r0
-    while hi + 1 < nr and above[hi + 1, c]:
-        hi += 1
-    return lo, hi
-
-
+# ================================================================== windows
 @njit(nogil=True, cache=True)
 def _bboxes(labels, n):
     """Per label 1..n: (rmin, rmax, cmin, cmax) and pixel count."""
@@ -205,143 +142,6 @@ def _near_open_edge(r0, r1, c0, c1, nr, nc, open_edges, guard):
 
 
 # ================================================================== segmentation
-@njit(nogil=True, cache=True)
-def find_peaks(image, clusters, n_clusters, blur, ws_thres):
-    """Markers candidates: pixels of each cluster whose blurred cluster flux is ≥ all
-    8 neighbours' (blurred with the same cluster restriction) and above the
-    peak threshold; of equal adjacent maxima the first in raster order is kept.
-    Returns (peak bool image, blurred image at cluster pixels)."""
-    nr, nc = image.shape
-    bz = np.zeros((nr, nc), np.float64)
-    bmax = np.full(n_clusters + 1, -np.inf)
-    bmin = np.zeros(n_clusters + 1)
-    for r in range(nr):
-        for c in range(nc):
-            q = clusters[r, c]
-            if q > 0:
-                v = _blur_at(image, clusters, q, r, c, blur)
-                bz[r, c] = v
-                bmax[q] = max(bmax[q], v)
-                bmin[q] = min(bmin[q], v)
-    peak = np.zeros((nr, nc), np.bool_)
-    for r in range(nr):
-        for c in range(nc):
-            q = clusters[r, c]
-            if q == 0:
-                continue
-            v = bz[r, c]
-            if not v > max(bmin[q], ws_thres * bmax[q]):
-                continue
-            ok = True
-            for rr in range(max(r - 1, 0), min(r + 2, nr)):         # cluster neighbours
-                for cc in range(max(c - 1, 0), min(c + 2, nc)):
-                    if clusters[rr, cc] == q and bz[rr, cc] > v:
-                        ok = False
-            if not ok:
-                continue
-            for rr in range(max(r - 1, 0), min(r + 2, nr)):         # the blur's spill
-                for cc in range(max(c - 1, 0), min(c + 2, nc)):
-                    if clusters[rr, cc] != q and _blur_at(image, clusters, q, rr, cc, blur) > v:
-                        ok = False
-            if not ok:
-                continue
-            for rr, cc in ((r - 1, c - 1), (r - 1, c), (r - 1, c + 1), (r, c - 1)):
-                if 0 <= rr and 0 <= cc < nc and peak[rr, cc] and clusters[rr, cc] == q \
-                        and bz[rr, cc] == v:
-                    ok = False
-            peak[r, c] = ok
-    return peak, bz
-
-
-@njit(nogil=True, cache=True)
-def claim_peaks(peak, clusters, cat_row, cat_col, cat_tmag, saturation_tmag):
-    """Catalog markers: each star claims, in every cluster, the nearest peak closer
-    than 2√2 px (5√2 px for Tmag ≤ saturation_tmag). Returns the claimed peaks and,
-    per pixel, the index of the brightest star that claimed it (−1 for none)."""
-    nr, nc = peak.shape
-    claimed = np.zeros((nr, nc), np.bool_)
-    claimant = np.full((nr, nc), -1, np.int64)
-    slots = 64
-    s_lab = np.zeros(slots, np.int64)
-    s_d = np.zeros(slots)
-    s_idx = np.zeros(slots, np.int64)
-    for s in range(cat_row.size):
-        y = cat_row[s]
-        x = cat_col[s]
-        if not (math.isfinite(y) and math.isfinite(x)):
-            continue
-        rad = (5.0 if cat_tmag[s] <= saturation_tmag else 2.0) * math.sqrt(2.0)
-        r0 = max(int(math.floor(y - rad)), 0)
-        r1 = min(int(math.ceil(y + rad)), nr - 1)
-        c0 = max(int(math.floor(x - rad)), 0)
-        c1 = min(int(math.ceil(x + rad)), nc - 1)
-        k = 0
-        for r in range(r0, r1 + 1):
-            for c in range(c0, c1 + 1):
-                if not peak[r, c]:
-                    continue
-                d = math.sqrt((r - y) ** 2 + (c - x) ** 2)
-                if not d < rad:
-                    continue
-                q = clusters[r, c]
-                j = 0
-                while j < k and s_lab[j] != q:
-                    j += 1
-                if j == k:
-                    if k == slots:
-                        continue
-                    s_lab[k] = q
-                    s_d[k] = d
-                    s_idx[k] = r * nc + c
-                    k += 1
-                elif d < s_d[j]:
-                    s_d[j] = d
-                    s_idx[j] = r * nc + c
-        for j in range(k):
-            r = s_idx[j] // nc
-            c = s_idx[j] - r * nc
-            claimed[r, c] = True
-            prev = claimant[r, c]
-            if prev < 0 or cat_tmag[s] < cat_tmag[prev]:
-                claimant[r, c] = s
-    return claimed, claimant
-
-
-@njit(nogil=True, cache=True)
-def _saturated_runs(image, above, member, box, mask_max, runs):
-    """Bleed runs of the saturated columns of one mask, given as the bool window
-    ``member`` over ``box`` (r0, r1, c0, c1). Writes (column, lo, hi, row of the
-    column's maximum) into ``runs`` and returns their number."""
-    r0, r1, c0, c1 = box[0], box[1], box[2], box[3]
-    vals = np.empty(r1 - r0 + 1)
-    n_runs = 0
-    for c in range(c0, c1 + 1):
-        k = 0
-        best = -np.inf
-        rbest = -1
-        for r in range(r0, r1 + 1):
-            if member[r - r0, c - c0]:
-                v = np.float64(image[r, c])
-                if not math.isfinite(v):
-                    continue
-                vals[k] = v
-                k += 1
-                if rbest < 0 or v > best:
-                    best = v
-                    rbest = r
-        if k < 2 or not _column_saturated(vals, k, mask_max):
-            continue
-        if n_runs >= runs.shape[0]:
-            break
-        lo, hi = _run(above, rbest, c)
-        runs[n_runs, 0] = c
-        runs[n_runs, 1] = lo
-        runs[n_runs, 2] = hi
-        runs[n_runs, 3] = rbest
-        n_runs += 1
-    return n_runs
-
-
 def segment(image, cut, open_edges=None, stars=None, min_samples=4, blur_sigma=0.5,
             ws_thres=0.0, min_pixels=4, extend_overflow=True, saturation_tmag=7.0,
             guard=GUARD):
@@ -372,6 +172,7 @@ def _segment(image, cut, open_edges, cat_row, cat_col, cat_tmag, use_catalog,
              min_samples, blur_sigma, ws_thres, min_pixels, extend_overflow,
              saturation_tmag, guard):
     nr, nc = image.shape
+    # -- DBSCAN core clusters, and those a cut side of the window could change
     above, core = above_core(image, cut, min_samples)
     clusters, n_cl = label8(core)
     cbox, ccount = _bboxes(clusters, n_cl)
@@ -380,244 +181,32 @@ def _segment(image, cut, open_edges, cat_row, cat_col, cat_tmag, use_catalog,
         if _near_open_edge(cbox[q, 0], cbox[q, 1], cbox[q, 2], cbox[q, 3], nr, nc, open_edges, guard):
             complete[q] = False
 
-    # -- markers
-    blur = gaussian_weights(blur_sigma)
-    peak, bz = find_peaks(image, clusters, n_cl, blur, ws_thres)
+    # -- markers: blurred peaks (claimed by catalog stars), one per saturated patch
+    peak, bz = find_peaks(image, clusters, n_cl, gaussian_weights(blur_sigma), ws_thres)
     if use_catalog:
         markers_on, _ = claim_peaks(peak, clusters, cat_row, cat_col, cat_tmag, saturation_tmag)
     else:
         markers_on = peak
+    members = cluster_members(above, core, clusters)
+    one_marker_per_saturated_patch(image, above, clusters, members, n_cl, cbox,
+                                   markers_on, bz, complete, open_edges, guard)
 
-    # -- one marker per saturated patch (TASOC runs the column test on the DBSCAN
-    #    clusters with their border points before the watershed)
-    cmax = np.full(n_cl + 1, -np.inf)          # maximum of each cluster with its border
-    for r in range(nr):
-        for c in range(nc):
-            if not above[r, c]:
-                continue
-            q = clusters[r, c] if core[r, c] else _border_owner(above, core, clusters, r, c)
-            if q > 0:
-                cmax[q] = max(cmax[q], np.float64(image[r, c]))
-    runs = np.empty((256, 4), np.int64)
-    sat = np.zeros((nr, nc), np.bool_)
-    for q in range(1, n_cl + 1):
-        r0 = max(cbox[q, 0] - 1, 0)
-        r1 = min(cbox[q, 1] + 1, nr - 1)
-        c0 = max(cbox[q, 2] - 1, 0)
-        c1 = min(cbox[q, 3] + 1, nc - 1)
-        member = np.zeros((r1 - r0 + 1, c1 - c0 + 1), np.bool_)
-        for r in range(r0, r1 + 1):
-            for c in range(c0, c1 + 1):
-                member[r - r0, c - c0] = clusters[r, c] == q or _border_owner(above, core, clusters, r, c) == q
-        box = np.array([r0, r1, c0, c1])
-        n_runs = _saturated_runs(image, above, member, box, cmax[q], runs)
-        if n_runs == 0:
-            continue
-        lo_all = nr
-        hi_all = -1
-        for k in range(n_runs):
-            lo_all = min(lo_all, runs[k, 1])
-            hi_all = max(hi_all, runs[k, 2])
-            for r in range(runs[k, 1], runs[k, 2] + 1):
-                sat[r, runs[k, 0]] = True
-        if (open_edges[OPEN_TOP] and lo_all < guard) or (open_edges[OPEN_BOTTOM] and hi_all > nr - 1 - guard):
-            complete[q] = False
-        # patches: 4-connected components of this cluster's saturated pixels
-        pr0 = lo_all
-        pr1 = hi_all
-        pc0 = c0
-        pc1 = c1
-        patch = np.zeros((pr1 - pr0 + 1, pc1 - pc0 + 1), np.int32)
-        stack = np.empty(patch.size, np.int64)
-        visit = np.empty(patch.size, np.int64)
-        n_patch = 0
-        for r in range(pr0, pr1 + 1):
-            for c in range(pc0, pc1 + 1):
-                if not sat[r, c] or patch[r - pr0, c - pc0] != 0:
-                    continue
-                n_patch += 1
-                patch[r - pr0, c - pc0] = n_patch
-                top = 0
-                stack[top] = r * nc + c
-                top += 1
-                best_v = -np.inf
-                best_i = -1
-                n_mark = 0
-                nv = 0
-                while top > 0:
-                    top -= 1
-                    i = stack[top]
-                    y = i // nc
-                    x = i - y * nc
-                    visit[nv] = i
-                    nv += 1
-                    if markers_on[y, x] and clusters[y, x] == q:
-                        n_mark += 1
-                        v = bz[y, x]
-                        if v > best_v or (v == best_v and i < best_i):
-                            best_v = v
-                            best_i = i
-                    for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-                        yy = y + dy
-                        xx = x + dx
-                        if pr0 <= yy <= pr1 and pc0 <= xx <= pc1 and sat[yy, xx] \
-                                and patch[yy - pr0, xx - pc0] == 0:
-                            patch[yy - pr0, xx - pc0] = n_patch
-                            stack[top] = yy * nc + xx
-                            top += 1
-                if n_mark > 1:
-                    for t in range(nv):
-                        y = visit[t] // nc
-                        x = visit[t] - y * nc
-                        if markers_on[y, x] and clusters[y, x] == q and visit[t] != best_i:
-                            markers_on[y, x] = False
-        for k in range(n_runs):
-            for r in range(runs[k, 1], runs[k, 2] + 1):
-                sat[r, runs[k, 0]] = False
-
-    # -- watershed from the markers; clusters without a marker stay whole
-    markers = np.zeros((nr, nc), np.int32)
-    has_marker = np.zeros(n_cl + 1, np.bool_)
-    n_mk = 0
-    for r in range(nr):
-        for c in range(nc):
-            if markers_on[r, c] and clusters[r, c] > 0:
-                n_mk += 1
-                markers[r, c] = n_mk
-                has_marker[clusters[r, c]] = True
-    region = flood_clusters(image, clusters, n_cl, markers)
-    mk_cluster = np.zeros(n_mk + n_cl + 1, np.int64)
-    for r in range(nr):
-        for c in range(nc):
-            if markers[r, c] > 0:
-                mk_cluster[markers[r, c]] = clusters[r, c]
-    for r in range(nr):
-        for c in range(nc):
-            q = clusters[r, c]
-            if q > 0 and not has_marker[q]:
-                region[r, c] = n_mk + q
-                mk_cluster[n_mk + q] = q
-
-    # -- drop small regions, renumber in raster order of first pixel
-    size = np.zeros(n_mk + n_cl + 1, np.int64)
-    for r in range(nr):
-        for c in range(nc):
-            size[region[r, c]] += 1
-    new_id = np.zeros(n_mk + n_cl + 1, np.int32)
-    n_ap = 0
-    ap = np.zeros((nr, nc), np.int32)
-    for r in range(nr):
-        for c in range(nc):
-            g = region[r, c]
-            if g == 0 or size[g] < min_pixels:
-                continue
-            if new_id[g] == 0:
-                n_ap += 1
-                new_id[g] = n_ap
-            ap[r, c] = new_id[g]
-    ap_cluster = np.zeros(n_ap + 1, np.int64)
-    for g in range(1, n_mk + n_cl + 1):
-        if new_id[g] > 0:
-            ap_cluster[new_id[g]] = mk_cluster[g]
-
-    # -- fill one-pixel holes (all four neighbours in the same aperture)
-    fill = np.zeros((nr, nc), np.int32)
-    for r in range(1, nr - 1):
-        for c in range(1, nc - 1):
-            if ap[r, c] != 0:
-                continue
-            u = ap[r - 1, c]
-            if u != 0 and ap[r + 1, c] == u and ap[r, c - 1] == u and ap[r, c + 1] == u:
-                fill[r, c] = u
-    for r in range(nr):
-        for c in range(nc):
-            if fill[r, c] != 0:
-                ap[r, c] = fill[r, c]
-
-    # -- bleed columns of saturated stars
+    # -- watershed, small regions dropped, holes filled, bleed columns added
+    region, n_regions, region_cluster = watershed(image, clusters, n_cl, markers_on)
+    ap, n_ap, ap_cluster = drop_small_regions(region, n_regions, region_cluster, min_pixels)
+    fill_holes(ap)
     if extend_overflow and n_ap > 0:
         abox, acount = _bboxes(ap, n_ap)
-        amax = np.full(n_ap + 1, -np.inf)
-        for r in range(nr):
-            for c in range(nc):
-                u = ap[r, c]
-                if u > 0 and image[r, c] > amax[u]:
-                    amax[u] = image[r, c]
-        allowed = np.ones(n_ap + 1, np.bool_)
         if use_catalog:                             # only stars (together) of Tmag ≤ 7
-            flux_in = np.zeros(n_ap + 1)
-            for s in range(cat_row.size):
-                if not (math.isfinite(cat_row[s]) and math.isfinite(cat_col[s])):
-                    continue
-                y = int(np.round(cat_row[s]))
-                x = int(np.round(cat_col[s]))
-                if 0 <= y < nr and 0 <= x < nc and ap[y, x] > 0:
-                    flux_in[ap[y, x]] += 10.0 ** (-0.4 * cat_tmag[s])
-            for u in range(1, n_ap + 1):
-                allowed[u] = flux_in[u] > 0 and -2.5 * math.log10(flux_in[u]) <= saturation_tmag
-        # candidate pixels: (flat index, aperture, distance in rows, max of aperture)
-        cand_n = 0
-        cand = np.empty((64, 3), np.int64)
-        cand_key = np.empty(64)
-        for u in range(1, n_ap + 1):
-            if not allowed[u]:
-                continue
-            r0, r1, c0, c1 = abox[u, 0], abox[u, 1], abox[u, 2], abox[u, 3]
-            member = np.zeros((r1 - r0 + 1, c1 - c0 + 1), np.bool_)
-            for r in range(r0, r1 + 1):
-                for c in range(c0, c1 + 1):
-                    member[r - r0, c - c0] = ap[r, c] == u
-            n_runs = _saturated_runs(image, above, member, np.array([r0, r1, c0, c1]), amax[u], runs)
-            q = ap_cluster[u]
-            for k in range(n_runs):
-                c = runs[k, 0]
-                lo = runs[k, 1]
-                hi = runs[k, 2]
-                if (open_edges[OPEN_TOP] and lo < guard) or (open_edges[OPEN_BOTTOM] and hi > nr - 1 - guard):
-                    complete[q] = False
-                for r in range(lo, hi + 1):
-                    if ap[r, c] != 0:
-                        other = clusters[r, c]
-                        if other > 0 and not complete[other]:
-                            complete[q] = False
-                        continue
-                    if cand_n == cand.shape[0]:
-                        grown = np.empty((2 * cand_n, 3), np.int64)
-                        grown[:cand_n] = cand
-                        cand = grown
-                        gk = np.empty(2 * cand_n)
-                        gk[:cand_n] = cand_key
-                        cand_key = gk
-                    cand[cand_n, 0] = r * nc + c
-                    cand[cand_n, 1] = u
-                    cand[cand_n, 2] = abs(r - runs[k, 3])
-                    cand_key[cand_n] = amax[u]
-                    cand_n += 1
-        # a pixel reached by several runs goes to the nearest maximum, then the brighter
-        if cand_n > 0:
-            order = np.argsort(cand[:cand_n, 0], kind="mergesort")
-            i = 0
-            while i < cand_n:
-                j = i
-                best = order[i]
-                while j < cand_n and cand[order[j], 0] == cand[order[i], 0]:
-                    t = order[j]
-                    if (cand[t, 2] < cand[best, 2]
-                            or (cand[t, 2] == cand[best, 2] and cand_key[t] > cand_key[best])
-                            or (cand[t, 2] == cand[best, 2] and cand_key[t] == cand_key[best]
-                                and cand[t, 1] < cand[best, 1])):
-                        best = t
-                    j += 1
-                for t in range(i, j):                 # contested with an incomplete one
-                    if not complete[ap_cluster[cand[order[t], 1]]]:
-                        complete[ap_cluster[cand[best, 1]]] = False
-                flat = cand[best, 0]
-                y = flat // nc
-                ap[y, flat - y * nc] = cand[best, 1]
-                i = j
+            allowed = bright_apertures(ap, n_ap, cat_row, cat_col, cat_tmag, saturation_tmag)
+        else:
+            allowed = np.ones(n_ap + 1, np.bool_)
+        extend_bleed_columns(image, above, clusters, ap, n_ap, ap_cluster, abox, allowed,
+                             complete, open_edges, guard)
     return ap, n_ap, ap_cluster, complete, clusters
 
 
+# ================================================================== aperture table
 @njit(nogil=True, cache=True)
 def aperture_table(ap, n, image):
     """Per aperture 1..n: its pixels (CSR: offsets[n+2], rows, cols in raster order),

@@ -17,6 +17,10 @@ The estimators reproduce, on the same input:
   ``_reduce_mode`` (statsmodels ``KDEUnivariate.fit(gridsize=2000)``) — evaluated on a
   grid that spans the bulk of the sample instead of its full range, so a few outliers
   do not coarsen the grid, and refined between grid points by a parabola.
+
+Samples that are cut once and never clipped need no sort: ``select_inplace``
+(quickselect), ``median_inplace`` and ``quartiles_inplace`` reorder an unsorted array
+in place and give np.median's and np.percentile's (linear) values in O(n).
 """
 
 from __future__ import annotations
@@ -120,6 +124,76 @@ def quantile_sorted(s, n, q):
         return np.float64(s[n - 1])
     f = pos - i
     return np.float64(s[i]) + f * (np.float64(s[i + 1]) - np.float64(s[i]))
+
+
+@njit(nogil=True, cache=True)
+def select_inplace(a, lo, hi, k):
+    """Quickselect in place on a[lo:hi+1]: afterwards a[k] holds the value of rank k
+    and a[lo:k] ≤ a[k] ≤ a[k+1:hi+1]. Returns a[k]."""
+    while hi > lo:
+        mid = (lo + hi) >> 1
+        if a[mid] < a[lo]:
+            a[mid], a[lo] = a[lo], a[mid]
+        if a[hi] < a[lo]:
+            a[hi], a[lo] = a[lo], a[hi]
+        if a[hi] < a[mid]:
+            a[hi], a[mid] = a[mid], a[hi]
+        pivot = a[mid]
+        i = lo
+        j = hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    return a[k]
+
+
+@njit(nogil=True, cache=True)
+def quartiles_inplace(x):
+    """np.percentile(x, [25, 75]) (linear interpolation); x is reordered."""
+    n = x.size
+    out = np.empty(2)
+    lo = 0
+    for j, q in enumerate((0.25, 0.75)):
+        pos = (n - 1) * q
+        k = int(math.floor(pos))
+        v0 = select_inplace(x, lo, n - 1, k)
+        v1 = v0
+        if k + 1 < n:
+            v1 = x[k + 1]
+            for i in range(k + 2, n):
+                if x[i] < v1:
+                    v1 = x[i]
+        out[j] = v0 + (pos - k) * (v1 - v0)
+        lo = k
+    return out[0], out[1]
+
+
+@njit(nogil=True, cache=True)
+def median_inplace(a):
+    """Median of a (reordered), as np.median."""
+    n = a.size
+    if n == 0:
+        return np.nan
+    hi = select_inplace(a, 0, n - 1, n // 2)
+    if n % 2:
+        return hi
+    lo = a[0]
+    for i in range(1, n // 2):
+        if a[i] > lo:
+            lo = a[i]
+    return 0.5 * (hi + lo)
 
 
 @njit(nogil=True, cache=True)

@@ -10,11 +10,11 @@ import math
 import numpy as np
 from numba import njit
 
-from kernels.stats import binned_kde_peak
+from kernels.stats import (IQR_TO_SIGMA, binned_kde_peak, median_inplace, quartiles_inplace,
+                           select_inplace)
 
 MAD_TO_SIGMA = 1.482602218505602     # 1 / Φ⁻¹(3/4)
 SCOTT_FACTOR = 1.059                 # statsmodels' bw_scott
-IQR_TO_SIGMA = 1.349
 
 
 # ================================================================== threshold
@@ -29,76 +29,6 @@ def _values(image, positive_only):
             out[n] = v
             n += 1
     return out[:n]
-
-
-@njit(nogil=True, cache=True)
-def _select(a, lo, hi, k):
-    """Quickselect in place on a[lo:hi+1]: afterwards a[k] holds the value of rank k
-    and a[lo:k] ≤ a[k] ≤ a[k+1:hi+1]. Returns a[k]."""
-    while hi > lo:
-        mid = (lo + hi) >> 1
-        if a[mid] < a[lo]:
-            a[mid], a[lo] = a[lo], a[mid]
-        if a[hi] < a[lo]:
-            a[hi], a[lo] = a[lo], a[hi]
-        if a[hi] < a[mid]:
-            a[hi], a[mid] = a[mid], a[hi]
-        pivot = a[mid]
-        i = lo
-        j = hi
-        while i <= j:
-            while a[i] < pivot:
-                i += 1
-            while a[j] > pivot:
-                j -= 1
-            if i <= j:
-                a[i], a[j] = a[j], a[i]
-                i += 1
-                j -= 1
-        if k <= j:
-            hi = j
-        elif k >= i:
-            lo = i
-        else:
-            break
-    return a[k]
-
-
-@njit(nogil=True, cache=True)
-def _quartiles(x):
-    """np.percentile(x, [25, 75]) (linear interpolation); x is reordered."""
-    n = x.size
-    out = np.empty(2)
-    lo = 0
-    for j, q in enumerate((0.25, 0.75)):
-        pos = (n - 1) * q
-        k = int(math.floor(pos))
-        v0 = _select(x, lo, n - 1, k)
-        v1 = v0
-        if k + 1 < n:
-            v1 = x[k + 1]
-            for i in range(k + 2, n):
-                if x[i] < v1:
-                    v1 = x[i]
-        out[j] = v0 + (pos - k) * (v1 - v0)
-        lo = k
-    return out[0], out[1]
-
-
-@njit(nogil=True, cache=True)
-def _median_inplace(a):
-    """Median of a (reordered), as np.median."""
-    n = a.size
-    if n == 0:
-        return np.nan
-    hi = _select(a, 0, n - 1, n // 2)
-    if n % 2:
-        return hi
-    lo = a[0]
-    for i in range(1, n // 2):
-        if a[i] > lo:
-            lo = a[i]
-    return 0.5 * (hi + lo)
 
 
 @njit(nogil=True, cache=True)
@@ -124,7 +54,7 @@ def kde_mode(x, h, q25, q75, oversample=8, max_grid=1 << 20):
     if n == 0:
         return np.nan
     if not h > 0.0:
-        return _median_inplace(x.copy())
+        return median_inplace(x.copy())
     iqr = q75 - q25
     a = max(np.min(x), q25 - 3.0 * iqr) - 4.0 * h
     b = min(np.max(x), q75 + 3.0 * iqr) + 4.0 * h
@@ -154,7 +84,7 @@ def _threshold(image, thresh, trim, flux_limit, positive_only):
     keep = n - int(trim * n)                         # scipy.stats.trim1(..., 0.15)
     work = f.copy()
     if keep < n:
-        _select(work, 0, n - 1, keep)
+        select_inplace(work, 0, n - 1, keep)
     m = 0
     for i in range(keep):                            # and values ≥ 7e4 e-/s cut
         if work[i] < flux_limit:
@@ -163,7 +93,7 @@ def _threshold(image, thresh, trim, flux_limit, positive_only):
     kept = work[:m]
     if m == 0:
         return np.nan, np.nan, np.nan, np.nan
-    q25, q75 = _quartiles(kept)
+    q25, q75 = quartiles_inplace(kept)
     h = scott_bandwidth(kept, q25, q75)
     mode = kde_mode(kept, h, q25, q75)
     k = 0
@@ -171,5 +101,5 @@ def _threshold(image, thresh, trim, flux_limit, positive_only):
         if f[i] < mode:
             work[k] = mode - f[i]
             k += 1
-    sigma = MAD_TO_SIGMA * _median_inplace(work[:k]) if k else 0.0
+    sigma = MAD_TO_SIGMA * median_inplace(work[:k]) if k else 0.0
     return mode + thresh * sigma, mode, sigma, h

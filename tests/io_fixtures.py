@@ -6,6 +6,9 @@
 DATE-OBS, DATE-END, TIMEDEL, DQUALITY, BARYCORR and a TAN WCS (21"/px) in its header,
 and HDU 2 'CAMERA.CCD c.d uncert' of the same shape. Keywords can be dropped or
 overridden to make broken files.
+
+Also the checks the reader tests (test_io_ffi.py, test_io_tables.py) share:
+``same_bits`` and ``check_stack_invariants``.
 """
 
 from __future__ import annotations
@@ -13,9 +16,13 @@ from __future__ import annotations
 import gzip
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from astropy.io import fits
+
+if TYPE_CHECKING:
+    from pipeline.io import FrameStack
 
 SECONDS = 1.0 / 86400.0
 
@@ -116,3 +123,25 @@ def truncate(src, dst, keep_bytes: int) -> Path:
     data = Path(src).read_bytes()[:keep_bytes]
     Path(dst).write_bytes(data)
     return Path(dst)
+
+
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    a = np.asarray(a, dtype=np.float32)
+    b = np.asarray(b, dtype=np.dtype(">f4")).astype(np.float32)
+    return a.shape == b.shape and np.array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+def check_stack_invariants(stack: FrameStack) -> None:
+    info = stack.info
+    n = info.n_cadences
+    assert n >= 1
+    assert info.time.dtype == np.float64 and info.time.shape == (n,)
+    assert np.all(np.isfinite(info.time)) and np.all(np.diff(info.time) > 0)
+    assert np.all(info.tstart < info.time) and np.all(info.time < info.tstop)
+    np.testing.assert_allclose((info.tstart + info.tstop) / 2, info.time, rtol=0, atol=1e-9)
+    assert info.cadenceno.dtype == np.int64 and np.all(np.diff(info.cadenceno) > 0)
+    assert info.quality.dtype == np.int32 and info.quality.shape == (n,)
+    assert stack.flux.dtype == np.float32 and stack.flux_err.dtype == np.float32
+    assert stack.flux.dtype.isnative and stack.flux_err.dtype.isnative
+    assert stack.flux.shape == stack.flux_err.shape == (n, *info.shape)
+    assert info.kind in ("ffi", "tesscut", "tpf")
