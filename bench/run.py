@@ -26,6 +26,7 @@ for _var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MK
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
+import shutil  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
@@ -89,9 +90,10 @@ def one_run(frames: list[str], workers: int, mongo_url: str, workdir: Path, star
     client = local(n_workers=workers)
     catalog = Catalog(mongo_url, database=f"bench_{uuid.uuid4().hex[:8]}")
     catalog.ensure_indexes()
+    root = workdir / f"store-{uuid.uuid4().hex[:6]}"
     try:
         client.run(lambda: __import__("pipeline.graph"))           # imports, not numba: JIT is cached
-        store = Store(str(workdir / f"store-{uuid.uuid4().hex[:6]}"))
+        store = Store(str(root))
         memory = PeakMemory(client)
         started = time.perf_counter()
         job = pipeline.submit(frames, client=client, store=store, catalog=catalog,
@@ -109,6 +111,7 @@ def one_run(frames: list[str], workers: int, mongo_url: str, workdir: Path, star
         return {"wall": wall, "stages": per_stage, "peak": peak, "frames": len(frames),
                 "apertures": report.n_apertures, "lightcurves": report.n_lightcurves}
     finally:
+        shutil.rmtree(root, ignore_errors=True)     # a 2N store is ~8 GB: runs must not pile up
         catalog.client.drop_database(catalog.db.name)
         catalog.client.close()
         cluster = client.cluster
