@@ -168,6 +168,26 @@ def test_upserts_replace_and_reader(catalog):
         load_lightcurve(catalog, 14, 2, 3, 99)
 
 
+def test_upserts_find_their_document_through_the_unique_index(catalog):
+    """Every upsert's filter is the indexed key written with $eq: on nx-27017 a bare
+    {field: value} filter scans the collection, which made each light-curve write
+    O(stored documents) (46 ms at 3,000). Checked on the ops sent to the real server."""
+    sent = []
+
+    class Spy:
+        full_name = catalog.lightcurves.full_name
+
+        def bulk_write(self, ops, ordered=True):
+            sent.extend(ops)
+            return catalog.lightcurves.bulk_write(ops, ordered=ordered)
+
+    write_documents(Spy(), [_document(n=50, label=k, seed=k) for k in (1, 2)])
+    assert len(sent) == 2 and catalog.lightcurves.count_documents({}) == 2
+    for op in sent:
+        assert set(op._filter) == {"sector", "camera", "ccd", "label"}
+        assert all(set(v) == {"$eq"} for v in op._filter.values()), op._filter
+
+
 def test_plots():
     matplotlib = pytest.importorskip("matplotlib")
     matplotlib.use("Agg")

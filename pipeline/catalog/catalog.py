@@ -88,7 +88,7 @@ class Catalog:
         now = _now()
         upserted = 0
         for start in range(0, len(docs), batch):
-            ops = [UpdateOne({"file": d["file"], "cadenceno": d["cadenceno"]},
+            ops = [UpdateOne(match(file=d["file"], cadenceno=d["cadenceno"]),
                              {"$set": {**d, "updated": now}}, upsert=True)
                    for d in docs[start:start + batch]]
             upserted += self.frames.bulk_write(ops, ordered=False).upserted_count
@@ -100,7 +100,7 @@ class Catalog:
                          path: str | None = None) -> None:
         """Remember that a file could not be used, and why, so nothing is lost silently."""
         self.frames.update_one(
-            {"file": file, "cadenceno": None},
+            match(file=file, cadenceno=None),
             {"$set": {"file": file, "cadenceno": None, "status": "rejected", "stage": stage,
                       "problem": problem, "error": error, "path": path, "updated": _now()}},
             upsert=True)

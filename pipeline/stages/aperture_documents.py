@@ -10,7 +10,7 @@ import numpy as np
 import pymongo
 from pymongo import ReplaceOne
 
-from pipeline.catalog import Catalog
+from pipeline.catalog import Catalog, match
 
 LABEL_BASE = 10000          # label = row * LABEL_BASE + col of the brightest pixel
 
@@ -99,7 +99,7 @@ def replace_apertures(catalog: Catalog, ccd_key, cube_id: str, docs: list[dict],
             if transactions is True:
                 raise
     for start in range(0, len(docs), 1000):
-        coll.bulk_write([ReplaceOne({**scope, "label": d["label"]}, d, upsert=True)
+        coll.bulk_write([ReplaceOne(match(**scope, label=d["label"]), d, upsert=True)
                          for d in docs[start:start + 1000]], ordered=False)
     removed = coll.delete_many({**scope, "cube": cube_id, "run": {"$ne": run}}).deleted_count
     return "upsert", removed
