@@ -284,6 +284,9 @@ def stage(n_frames, camera, ccd, seed):
     print(f"  kernel-only (same kernels, serial, in memory): {per_frame:.3f} s/frame, "
           f"{kernel_rate:.2f} frames/s")
     print(f"  2 vs 1 worker throughput: {rates[2] / rates[1]:.2f}x (target >= 1.7)")
+    from ceiling import describe, scaling_ceiling
+
+    print("  " + describe(scaling_ceiling()))
     print(f"  stage / kernel-only, 1 worker: {rates[1] / kernel_rate:.2f} (target >= 0.75); "
           f"2 workers vs 2x kernel-only: {rates[2] / (2 * kernel_rate):.2f}")
 

@@ -165,6 +165,9 @@ def main(argv=None) -> int:
     if "1 worker, N" in results:
         print(f"scaling 1 -> 2 workers: {results['1 worker, N']['wall'] / two['wall']:.2f}x "
               f"(target >= 1.7x)")
+        from ceiling import describe, scaling_ceiling
+
+        print(describe(scaling_ceiling()))
     print(f"peak memory per worker, 2N / N cadences: {double['peak'] / two['peak']:.2f} "
           f"({two['peak'] / 2**20:.0f} -> {double['peak'] / 2**20:.0f} MiB; flat = chunked)")
     marginal = (double["wall"] - two["wall"]) / n
