@@ -5,8 +5,8 @@ This module holds the entry points — ``threshold`` (re-exported from
 ``kernels.threshold``), ``segment`` and ``aperture_table`` — and the part of the
 method that finds *where* the stars are: the DBSCAN clusters above the cut, and which
 of them a window's cut sides could change. How each cluster is cut into apertures
-(watershed, catalog peaks, hole filling, bleed columns) is in ``kernels.k2p2_watershed``;
-its public kernels are re-exported here.
+(watershed, catalog peaks, hole filling) is in ``kernels.k2p2_watershed``, bleed columns
+in ``kernels.k2p2_bleed``; their public kernels are re-exported here.
 
 Steps (DESIGN §4; TASOC's AperturePhotometry settings in brackets):
 
@@ -22,7 +22,7 @@ Steps (DESIGN §4; TASOC's AperturePhotometry settings in brackets):
 3. Watershed on flux per cluster from its (blurred, or catalog-claimed) peaks, one
    marker per saturated patch [blur 0.5, footprint 3, ws_thres 0].
 4. Regions under ``min_pixels`` [4] dropped, one-pixel holes filled, saturated stars
-   extended along their bleed columns. (3 and 4: ``kernels.k2p2_watershed``.)
+   extended along their bleed columns. (3 and 4: ``kernels.k2p2_watershed``, ``kernels.k2p2_bleed``.)
 
 Departures from TASOC (each keeps apertures disjoint or the result independent of
 tiling): the threshold uses every finite pixel (TASOC keeps only values > 0, which on
@@ -43,11 +43,11 @@ import math
 import numpy as np
 from numba import njit
 
-from kernels.k2p2_watershed import (OPEN_BOTTOM, OPEN_LEFT, OPEN_RIGHT, OPEN_TOP,  # noqa: F401
-                                    bright_apertures, claim_peaks, drop_small_regions,
-                                    extend_bleed_columns, fill_holes, find_peaks,
-                                    gaussian_weights, one_marker_per_saturated_patch,
-                                    watershed)
+from kernels.k2p2_bleed import (OPEN_BOTTOM, OPEN_LEFT, OPEN_RIGHT, OPEN_TOP,  # noqa: F401
+                                bright_apertures, extend_bleed_columns)
+from kernels.k2p2_watershed import (claim_peaks, drop_small_regions, fill_holes,  # noqa: F401
+                                    find_peaks, gaussian_weights,
+                                    one_marker_per_saturated_patch, watershed)
 from kernels.labels import label8
 from kernels.threshold import (IQR_TO_SIGMA, MAD_TO_SIGMA, SCOTT_FACTOR,  # noqa: F401
                                kde_mode, scott_bandwidth, threshold)
