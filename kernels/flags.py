@@ -22,6 +22,8 @@ import math
 import numpy as np
 from numba import njit
 
+from kernels.stats import reflect_index
+
 NOT_USED = 1
 MANUAL_EXCLUDE = 2
 SHENANIGANS = 4
@@ -81,19 +83,6 @@ def _quantise(v):
 
 
 @njit(nogil=True, cache=True)
-def _mirror(k, n):
-    """scipy "reflect" index (d c b a | a b c d | d c b a)."""
-    if n == 1:
-        return 0
-    while k < 0 or k >= n:
-        if k < 0:
-            k = -k - 1
-        else:
-            k = 2 * n - k - 1
-    return k
-
-
-@njit(nogil=True, cache=True)
 def median_filter_q(img, size, out):
     """size×size median of ``img`` into ``out`` (int16 quantised: value = (code +
     Q_OFFSET)·QUANTUM − Q_RANGE, see ``dequantise``; Q_NONE where the window holds no finite
@@ -107,9 +96,9 @@ def median_filter_q(img, size, out):
     half = size // 2
     qimg = np.empty((h + 2 * half, w + 2 * half), dtype=np.int32)
     for r in range(-half, h + half):
-        rr = _mirror(r, h)
+        rr = reflect_index(r, h)
         for c in range(-half, w + half):
-            qimg[r + half, c + half] = _quantise(img[rr, _mirror(c, w)])
+            qimg[r + half, c + half] = _quantise(img[rr, reflect_index(c, w)])
     hist = np.zeros(Q_BINS, dtype=np.int32)
     coarse = np.zeros(Q_BINS >> 8, dtype=np.int32)
     m = Q_BINS // 2

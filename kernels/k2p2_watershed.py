@@ -38,7 +38,7 @@ from numba import njit
 
 from kernels.k2p2_bleed import MAX_RUNS, _run_reaches_open_side, _saturated_runs
 from kernels.labels import flood_clusters
-
+from kernels.stats import reflect_index
 
 
 # ================================================================== markers
@@ -53,15 +53,6 @@ def gaussian_weights(sigma, truncate=4.0):
         s += w[j + rad]
     return w / s
 
-@njit(nogil=True, cache=True)
-def _reflect(i, n):
-    """scipy.ndimage 'reflect' boundary (d c b a | a b c d | d c b a)."""
-    while i < 0 or i >= n:
-        if i < 0:
-            i = -i - 1
-        else:
-            i = 2 * n - i - 1
-    return i
 
 @njit(nogil=True, cache=True)
 def _blur_at(image, clusters, lab, r, c, w):
@@ -79,10 +70,10 @@ def _blur_at(image, clusters, lab, r, c, w):
             s += w[i + rad] * row
         return s
     for i in range(-rad, rad + 1):
-        rr = _reflect(r + i, nr)
+        rr = reflect_index(r + i, nr)
         row = 0.0
         for j in range(-rad, rad + 1):
-            cc = _reflect(c + j, nc)
+            cc = reflect_index(c + j, nc)
             if clusters[rr, cc] == lab:
                 row += w[j + rad] * image[rr, cc]
         s += w[i + rad] * row

@@ -371,3 +371,15 @@ def nanmedian_small(buf, n):
             j -= 1
         buf[j + 1] = v
     return 0.5 * (buf[(n - 1) // 2] + buf[n // 2])
+
+
+@njit(nogil=True, cache=True)
+def reflect_index(k, n):
+    """Index k folded into 0..n−1 by scipy.ndimage's "reflect" boundary
+    (d c b a | a b c d | d c b a)."""
+    while k < 0 or k >= n:
+        if k < 0:
+            k = -k - 1
+        else:
+            k = 2 * n - k - 1
+    return k

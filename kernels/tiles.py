@@ -20,7 +20,7 @@ import math
 import numpy as np
 from numba import njit
 
-from kernels.stats import nanmedian_small, sextractor_sorted
+from kernels.stats import nanmedian_small, reflect_index, sextractor_sorted
 
 
 def tile_grid(shape, box=64):
@@ -257,7 +257,7 @@ def _extend_1d(c, n, boundary, out):
         if 0 <= k < n:
             v = c[k]
         elif boundary == REFLECT or n == 1:
-            v = c[_reflect(k, n)]
+            v = c[reflect_index(k, n)]
         elif k < 0:
             v = 2.0 * c[0] - c[min(-k, n - 1)]
         else:
@@ -288,16 +288,6 @@ def bspline_coefficients(mesh, boundary, coef):
         _extend_1d(c, ny, boundary, e)
         for i in range(ny + 2 * PAD):
             coef[i, j] = e[i]
-
-
-@njit(nogil=True, cache=True)
-def _reflect(k, n):
-    while k < 0 or k >= n:
-        if k < 0:
-            k = -k - 1
-        else:
-            k = 2 * n - k - 1
-    return k
 
 
 @njit(nogil=True, cache=True)
