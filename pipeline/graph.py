@@ -5,8 +5,9 @@ the plan places every cadence in its cube, so the cubes' lengths — and with th
 number of tasks of every later stage — are known), then ONE graph for every cube the
 inputs touch: the ingest's pixel tasks and catalog record → the background (fits, the
 sum image, smoothing and flags per time chunk) → the apertures (threshold, one task
-per tile, the catalog write) → the light curves and spectra (one task per aperture
-tile, then the removal of stale ones). Every stage's tasks announce their completion
+per tile, the documents, the catalog write) → the light curves and spectra (one task
+per aperture tile, from the documents, so alongside the aperture write; then the
+removal of stale ones). Every stage's tasks announce their completion
 (``pipeline.cluster.StageProgress``), so progress needs no future per task.
 
 Finished work is never redone (``pipeline.checkpoints``): a cube whose background,
@@ -31,7 +32,7 @@ from pipeline import checkpoints
 from pipeline.camera import as_excludes
 from pipeline.catalog import Catalog
 from pipeline.cluster import StageProgress
-from pipeline.stages.apertures import TILE, aperture_graph, core_key, finished_apertures, tiles_of
+from pipeline.stages.apertures import TILE, aperture_tasks, core_key, finished_apertures, tiles_of
 from pipeline.stages.background import background_graph, finished_report
 from pipeline.stages.ingest import IngestReport
 from pipeline.stages.lightcurves import LightcurveOptions
@@ -121,13 +122,16 @@ def build_graph(store: Store, catalog: Catalog, cube_ids: Iterable[str], ingest=
         else:
             bg = background_graph(store, cube_id, upstream, options.exclude, progress, token)
         if done_ap is not None:
-            ap = delayed(done_ap, name=f"apertures-reused-{cube_id}-{token}", traverse=False)
+            ap = found = delayed(done_ap, name=f"apertures-reused-{cube_id}-{token}", traverse=False)
             progress.reuse("apertures")
         else:
-            ap = aperture_graph(store, catalog, cube_id, (bg,), tile, options.stars,
-                                progress=progress, token=token)
+            parts = aperture_tasks(store, catalog, cube_id, (bg,), tile, options.stars,
+                                   progress=progress, token=token)
+            ap, found = parts.stored, parts.documents
         keys = [core_key(core, origin, tile) for core in tiles_of(shape, tile)]
-        lc = lightcurve_graph(store, catalog, cube_id, ap, keys, options.lightcurves, progress, token)
+        # the light curves measure the documents while the catalog write runs
+        lc = lightcurve_graph(store, catalog, cube_id, found, keys, options.lightcurves, progress,
+                              token, stored=ap)
         runs[cube_id] = (bg, ap, lc)
     return delayed(_report, pure=False)(job_id, ingest, runs, _time.time(),
                                         dask_key_name=f"run-report-{job_id}")

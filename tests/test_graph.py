@@ -232,3 +232,43 @@ def test_targets_only_keeps_the_light_curves_of_catalog_stars(frames, tmp_path, 
     with pytest.raises(ValueError, match="star catalog"):
         pipeline.submit(cubes=[CUBE], client=dask_client, store=store, catalog=catalog,
                         targets_only=True)
+
+
+def test_light_curves_are_measured_while_the_apertures_are_written(frames, tmp_path, catalog,
+                                                                  dask_client):
+    """The light-curve tiles need only the aperture documents, so they do not wait for
+    the catalog write (a full CCD's is seconds of serial work); the stage's last task
+    does, so a run ends with its light curves' apertures in the catalog."""
+    from dask.core import get_dependencies
+
+    from pipeline.graph import build_graph
+
+    store = Store(str(tmp_path / "store"))
+    ingest([str(p) for p in sorted(frames.glob("tess*_ffic.fits"))], store, catalog, dask_client)
+    run = build_graph(store, catalog, [CUBE])
+    tasks = dict(run.__dask_graph__())
+
+    def named(prefix):
+        return [k for k in tasks if str(k).startswith(prefix)]
+
+    def upstream(key, seen=None):
+        seen = set() if seen is None else seen
+        for dep in get_dependencies(tasks, key):
+            if dep not in seen:
+                seen.add(dep)
+                upstream(dep, seen)
+        return seen
+
+    (write,) = named("apertures-write-")
+    (documents,) = named("apertures-documents-")
+    (finish,) = named("lightcurves-finish-")
+    tiles = named("lightcurves-tile-")
+    assert tiles and all(documents in upstream(t) and write not in upstream(t) for t in tiles)
+    assert write in upstream(finish)
+
+    report = dask_client.compute(run).result(300)
+    stored = report.cubes[CUBE].apertures
+    assert stored.write_mode in ("transaction", "upsert")
+    assert catalog.apertures.count_documents({"cube": {"$eq": CUBE}}) == stored.n_apertures
+    assert report.n_lightcurves == stored.n_apertures
+    assert set(catalog.lightcurves.distinct("label")) == set(catalog.apertures.distinct("label"))

@@ -10,10 +10,12 @@ The method is TASOC's K2P2 (``kernels.k2p2``; DESIGN §4). The stage:
    kernel's guard band) are kept; when a cluster cut by the window reaches the tile,
    the task widens its halo (doubling, up to the whole image) and segments again. So
    the aperture set is exactly the whole-image result, whatever the tile size;
-3. the driver adds RA/Dec (WCS of the cube's first good frame) and the matched
-   catalog star, and replaces the cube's apertures in the catalog at once (one
-   transaction where the server supports them; else upserts by label then removal
-   of the previous run's leftovers — never a duplicate, as the label is unique).
+3. one task makes the documents: RA/Dec (WCS of the cube's first good frame) and the
+   matched catalog star. The light curves need nothing more, so in the whole-run
+   graph they start here (``aperture_tasks``);
+4. one task replaces the cube's apertures in the catalog at once (one transaction
+   where the server supports them; else upserts by label then removal of the
+   previous run's leftovers — never a duplicate, as the label is unique).
 
 Labels are integers ``row * 10000 + col`` of the aperture's brightest pixel in CCD
 science coordinates: deterministic and independent of the tiling.
@@ -97,6 +99,12 @@ class AperturesReport:
     seconds: float = 0.0
     timings: dict = dataclasses.field(default_factory=dict)
     by_tile: dict = dataclasses.field(default_factory=dict, repr=False)   # tile key → documents
+
+    def summary(self) -> dict:
+        """The report's figures without the documents (``dataclasses.asdict`` would
+        deep-copy every document of ``by_tile`` first: seconds for a full CCD)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in ("by_tile", "timings")}
 
     def __repr__(self) -> str:
         return (f"<AperturesReport {self.cube_id}: {self.n_apertures} apertures "
@@ -269,14 +277,25 @@ def find_apertures(image, tile: int = TILE, params: Parameters | None = None, st
 
 
 # ============================================================ the stage
-def aperture_graph(store: Store, catalog, cube_id: str, upstream=(), tile: int = TILE,
+@dataclasses.dataclass
+class ApertureTasks:
+    """The stage's two ends inside a graph. ``documents``: the report with every
+    document grouped by tile (``by_tile``) before the catalog holds them — all the
+    light curves need, so they need not wait for the write. ``stored``: the same
+    report once the cube's apertures are replaced in the catalog (write mode, count
+    removed), which whatever reads the ``apertures`` collection must wait for."""
+
+    documents: object
+    stored: object
+
+
+def aperture_tasks(store: Store, catalog, cube_id: str, upstream=(), tile: int = TILE,
                    stars=None, params: Parameters | None = None, halo: int = HALO,
                    transactions: bool | None = None, progress: StageProgress | None = None,
-                   token: str | None = None):
-    """The stage for one cube as one ``dask.delayed`` → ``AperturesReport`` (with the
-    documents grouped by tile in ``report.by_tile``): the threshold task, one task per
-    tile, and the task that writes the documents. ``upstream``: results to wait for
-    (the background stage, which writes the sum image). The tiles come from the cube's
+                   token: str | None = None) -> ApertureTasks:
+    """The stage for one cube as Dask tasks: the threshold, one task per tile, the
+    documents, and their catalog write. ``upstream``: results to wait for (the
+    background stage, which writes the sum image). The tiles come from the cube's
     shape, so the graph is built before the sum image exists."""
     progress = progress or StageProgress()
     params = params or Parameters()
@@ -302,8 +321,22 @@ def aperture_graph(store: Store, catalog, cube_id: str, upstream=(), tile: int =
              "ccd": (int(attrs["sector"]), int(attrs["camera"]), int(attrs["ccd"])),
              "origin": tuple(int(v) for v in (attrs.get("origin") or (0, 0))), "tile": tile,
              "halo": halo, "params": params, "transactions": transactions, "n_tiles": len(cores)}
-    return delayed(progress.task(_write_task, STAGE), pure=False)(
-        ref, facts, thr, star_set, blocks, dask_key_name=f"apertures-write-{cid}")
+    found = delayed(progress.task(_documents_task, STAGE), pure=False)(
+        ref, facts, thr, star_set, blocks, dask_key_name=f"apertures-documents-{cid}")
+    stored = delayed(progress.task(_write_task, STAGE), pure=False)(
+        ref, facts, thr, found, dask_key_name=f"apertures-write-{cid}")
+    return ApertureTasks(found, stored)
+
+
+def aperture_graph(store: Store, catalog, cube_id: str, upstream=(), tile: int = TILE,
+                   stars=None, params: Parameters | None = None, halo: int = HALO,
+                   transactions: bool | None = None, progress: StageProgress | None = None,
+                   token: str | None = None):
+    """The stage for one cube as one ``dask.delayed`` → ``AperturesReport`` (with the
+    documents grouped by tile in ``report.by_tile``), once the catalog holds them
+    (``aperture_tasks``, ``.stored``)."""
+    return aperture_tasks(store, catalog, cube_id, upstream, tile, stars, params, halo,
+                          transactions, progress, token).stored
 
 
 def run_apertures(store: Store, catalog: Catalog, cube_id: str, client: Client,
@@ -357,9 +390,9 @@ def _tile_task(cube: Cube, shape, core, thr: dict, params: Parameters, star_set,
                         stars, halo)
 
 
-def _write_task(ref: CatalogRef, facts: dict, thr: dict, star_set, blocks) -> AperturesReport:
-    """Documents (RA/Dec from the cube's WCS, matched catalog stars) and the atomic
-    replacement of the cube's apertures."""
+def _documents_task(ref: CatalogRef, facts: dict, thr: dict, star_set, blocks) -> AperturesReport:
+    """The documents (RA/Dec from the cube's WCS, matched catalog stars) of a new
+    aperture run, grouped by tile; not yet in the catalog (``write_mode`` "pending")."""
     catalog = ref.open()
     cube_id, tile, params = facts["cube_id"], facts["tile"], facts["params"]
     found = records(concat_blocks([b for b, _, _ in blocks]))
@@ -373,22 +406,32 @@ def _write_task(ref: CatalogRef, facts: dict, thr: dict, star_set, blocks) -> Ap
                   "tile": tile, "halo": facts["halo"], "catalog": star_source}
     docs = documents(found, cube_wcs(catalog, cube_id), facts["origin"], facts["ccd"], cube_id,
                       tile, star_table, parameters, run, now)
-    mode, removed = replace_apertures(catalog, facts["ccd"], cube_id, docs, run, facts["transactions"])
     by_tile: dict[str, list] = {}
     for d in docs:
         by_tile.setdefault(tile_key(d["tile"]), []).append(d)
     sector, camera, ccd = facts["ccd"]
-    report = AperturesReport(cube_id, sector, camera, ccd, len(docs), thr["cut"], thr["mode"],
-                             thr["sigma"], thr["bandwidth"], tile, facts["n_tiles"], widened,
-                             max_halo, 0 if star_table is None else len(star_table),
-                             sum(d["star"] is not None for d in docs), run, mode, removed,
-                             _time.time() - thr["started"], {}, by_tile)
+    return AperturesReport(cube_id, sector, camera, ccd, len(docs), thr["cut"], thr["mode"],
+                           thr["sigma"], thr["bandwidth"], tile, facts["n_tiles"], widened,
+                           max_halo, 0 if star_table is None else len(star_table),
+                           sum(d["star"] is not None for d in docs), run, "pending", 0,
+                           _time.time() - thr["started"], {}, by_tile)
+
+
+def _write_task(ref: CatalogRef, facts: dict, thr: dict, found: AperturesReport) -> AperturesReport:
+    """The atomic replacement of the cube's apertures by ``found``'s documents, and the
+    checkpoint that lets a later run reuse them."""
+    catalog = ref.open()
+    docs = [d for tile_docs in found.by_tile.values() for d in tile_docs]
+    mode, removed = replace_apertures(catalog, facts["ccd"], found.cube_id, docs, found.run,
+                                      facts["transactions"])
+    report = dataclasses.replace(found, write_mode=mode, removed=removed,
+                                 seconds=_time.time() - thr["started"])
     background_run = (facts["cube"].group("r").attrs.get("background") or {}).get("run")
     if background_run:
-        stamp = checkpoints.aperture_stamp(background_run, tile, facts["halo"], params.as_dict(),
-                                           facts["stars_token"])
-        result = {k: v for k, v in dataclasses.asdict(report).items() if k not in ("by_tile", "timings")}
-        checkpoints.save(catalog, checkpoints.aperture_key(cube_id), cube_id, stamp, result)
+        stamp = checkpoints.aperture_stamp(background_run, found.tile, facts["halo"],
+                                           facts["params"].as_dict(), facts["stars_token"])
+        checkpoints.save(catalog, checkpoints.aperture_key(found.cube_id), found.cube_id, stamp,
+                         report.summary())
     return report
 
 

@@ -19,13 +19,15 @@ from pipeline.store import Cube, Store
 
 def lightcurve_graph(store: Store, catalog, cube_id: str, apertures, tile_keys: list[str],
                      options: LightcurveOptions | None = None, progress=None,
-                     token: str | None = None):
+                     token: str | None = None, stored=None):
     """The stage inside a whole-run graph, where the apertures come from an earlier task
     (``apertures``: a delayed ``AperturesReport`` whose ``by_tile`` maps tile keys to
     documents) and so are unknown when the graph is built: one task per aperture-stage
     tile (``tile_keys``, known from the cube's shape) measures that tile's apertures
     (``tile_lightcurves``: one pass over the cube's time blocks), then one task removes
-    light curves of apertures that are gone. → delayed ``LightcurveReport``."""
+    light curves of apertures that are gone. ``stored``: the task that writes the
+    apertures to the catalog, which that last task also waits for, so the stage ends
+    with the apertures of its light curves in the catalog. → delayed ``LightcurveReport``."""
     from dask import delayed
 
     from pipeline.cluster import StageProgress
@@ -40,7 +42,8 @@ def lightcurve_graph(store: Store, catalog, cube_id: str, apertures, tile_keys: 
                  cube, ref, key, apertures, options,
                  dask_key_name=f"lightcurves-tile-{i}-{cid}") for i, key in enumerate(tile_keys)]
     return delayed(progress.task(_remove_stale, STAGE), pure=False)(
-        ref, cube_id, apertures, parts, _time.time(), dask_key_name=f"lightcurves-finish-{cid}")
+        ref, cube_id, apertures if stored is None else stored, parts, _time.time(),
+        dask_key_name=f"lightcurves-finish-{cid}")
 
 
 def _measure_tile(cube: Cube, ref: CatalogRef, key: str, apertures, options: LightcurveOptions):
