@@ -30,7 +30,9 @@ def documents(found, wcs, origin, ccd_key, cube_id, tile, star_table, parameters
         label = int(br) * LABEL_BASE + int(bc)
         core_r0 = (int(math.floor(rec["centroid"][0] + 0.5)) // tile) * tile
         core_c0 = (int(math.floor(rec["centroid"][1] + 0.5)) // tile) * tile
-        pixels = np.stack([rec["rows"] + row0, rec["cols"] + col0], axis=1).tolist()
+        # an array until the catalog write (``replace_apertures`` makes it the BSON
+        # list): the documents travel between workers, and lists of pairs pickle slowly
+        pixels = np.stack([rec["rows"] + row0, rec["cols"] + col0], axis=1).astype(np.int64)
         has_sky = bool(np.isfinite(ra[i]) and np.isfinite(dec[i]))
         doc = {
             "sector": sector, "camera": camera, "ccd": ccd, "cube": cube_id, "label": label,
@@ -87,7 +89,7 @@ def replace_apertures(catalog: Catalog, ccd_key, cube_id: str, docs: list[dict],
                 def body(s):
                     removed = coll.delete_many(stale, session=s).deleted_count
                     for start in range(0, len(docs), 2000):
-                        coll.insert_many([dict(d) for d in docs[start:start + 2000]],
+                        coll.insert_many([as_bson(d) for d in docs[start:start + 2000]],
                                          ordered=False, session=s)
                     return removed
                 removed = session.with_transaction(body)
@@ -99,10 +101,17 @@ def replace_apertures(catalog: Catalog, ccd_key, cube_id: str, docs: list[dict],
             if transactions is True:
                 raise
     for start in range(0, len(docs), 1000):
-        coll.bulk_write([ReplaceOne(match(**scope, label=d["label"]), d, upsert=True)
+        coll.bulk_write([ReplaceOne(match(**scope, label=d["label"]), as_bson(d), upsert=True)
                          for d in docs[start:start + 1000]], ordered=False)
     removed = coll.delete_many({**scope, "cube": cube_id, "run": {"$ne": run}}).deleted_count
     return "upsert", removed
+
+
+def as_bson(doc: dict) -> dict:
+    """A copy of an aperture document as the catalog stores it: the pixel array as a
+    list of [row, col] pairs (and no ``_id`` added to the caller's dict)."""
+    pixels = doc["pixels"]
+    return {**doc, "pixels": pixels.tolist() if isinstance(pixels, np.ndarray) else pixels}
 
 
 def _no_transactions(exc: pymongo.errors.OperationFailure) -> bool:

@@ -98,7 +98,8 @@ class AperturesReport:
     removed: int                      # documents of earlier runs removed
     seconds: float = 0.0
     timings: dict = dataclasses.field(default_factory=dict)
-    by_tile: dict = dataclasses.field(default_factory=dict, repr=False)   # tile key → documents
+    # tile key → documents; a new run's hold ``pixels`` as an (n, 2) array, the catalog's a list
+    by_tile: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def summary(self) -> dict:
         """The report's figures without the documents (``dataclasses.asdict`` would
