@@ -54,6 +54,11 @@ class EmbeddedMongo:
     def url(self) -> str:
         return f"mongodb://{self.host}:{self.port}/"
 
+    @property
+    def pid(self) -> int | None:
+        """The server process' id (None once stopped)."""
+        return self._proc.pid if self._proc is not None else None
+
     def _start(self, timeout: float) -> None:
         exe = shutil.which("nx-27017", path=os.path.dirname(sys.executable)) or shutil.which("nx-27017")
         if exe is None:
