@@ -87,3 +87,34 @@ def test_in_memory_server_leaves_no_trace(tmp_path):
         pymongo.MongoClient(server.url).tess.frames.insert_one({"file": "x"})
     assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
     assert not os.path.exists(scratch)
+
+
+def test_find_rides_out_a_server_restart(tmp_path):
+    """A query sent while the server is down is sent again once it is back (single
+    operations already were; a ``find`` cursor is retried until its first batch)."""
+    import threading
+    import time
+
+    server = EmbeddedMongo(tmp_path / "cat")
+    port = server.port
+    cat = Catalog(server.url, timeout_ms=300)
+    try:
+        cat.upsert_frames([_frame(f"f{i}.fits", i) for i in range(30)])
+        server.stop()
+
+        def restart():
+            time.sleep(1.5)
+            nonlocal server
+            server = EmbeddedMongo(tmp_path / "cat", port=port)
+
+        thread = threading.Thread(target=restart)
+        thread.start()
+        cursor = cat.frames.find({"status": {"$eq": "ingested"}}, {"_id": 0}).sort("cadenceno", -1).limit(7)
+        found = [d["cadenceno"] for d in cursor]
+        thread.join()
+        assert found == list(range(29, 22, -1))
+        with cat.frames.find({}) as again:
+            assert len(list(again)) == 30
+    finally:
+        cat.client.close()
+        server.stop()
