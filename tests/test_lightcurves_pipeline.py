@@ -139,6 +139,13 @@ def test_graph_pieces_match_the_run(runs, dask_client):
     assert catalog.lightcurves.count_documents({}) == len(perfect.apertures)
     again = load_lightcurve(catalog, SECTOR, CAMERA, CCD, tile.apertures[0].label)
     np.testing.assert_array_equal(again.flux, perfect.lightcurves[tile.apertures[0].label].flux)
+    # with the tiles scattered first, the graph holds no aperture and gives the same
+    on_cluster = dict(zip((t.key for t in plan.tiles), dask_client.scatter(plan.tiles)))
+    lean = lightcurve_tasks(plan, catalog, options, tiles=on_cluster)
+    assert not [k for t in lean for k in dict(t.__dask_graph__()) if "tiledef" in str(k)]
+    assert any("tiledef" in str(k) for t in tasks for k in dict(t.__dask_graph__()))
+    again_reports = dask_client.compute(lean, sync=True)
+    assert sorted(l for r in again_reports for l in r.labels) == sorted(a.label for a in subset)
     # a finishing task on its own (no Dask) writes the same
     finish_tile(plan.cube, tile, blocks, catalog, options, members=[0])
 

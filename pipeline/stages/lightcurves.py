@@ -310,13 +310,15 @@ def _safe(text: str) -> str:
 
 
 def lightcurve_tasks(plan: LightcurvePlan, catalog, options: LightcurveOptions | None = None,
-                     token: str | None = None) -> list:
+                     token: str | None = None, tiles: dict | None = None) -> list:
     """``dask.delayed`` objects, one per (tile, group of ≤ ``options.group_size``
     apertures): ``finish_tile`` over that tile's ``photometry_block`` tasks (which every
     group of the tile shares). Each computes to a ``TileReport``. Keys are
     ``lightcurves-photometry-<cube>-<tile>-<start>-<token>`` and
     ``lightcurves-tile-<cube>-<tile>-<group>-<token>`` (the token keeps re-runs from
-    meeting results the scheduler still holds)."""
+    meeting results the scheduler still holds). ``tiles``: tile key → that tile
+    already on the cluster (a ``client.scatter`` future), so the graph does not carry
+    the apertures (tens of MiB for a full CCD)."""
     from dask import delayed
 
     options = options or LightcurveOptions()
@@ -327,7 +329,9 @@ def lightcurve_tasks(plan: LightcurvePlan, catalog, options: LightcurveOptions |
     out = []
     for tile in plan.tiles:
         tkey = _safe(tile.key)
-        tile_d = delayed(tile, name=f"lightcurves-tiledef-{cid}-{tkey}-{token}", traverse=False)
+        tile_d = (tiles or {}).get(tile.key)
+        if tile_d is None:
+            tile_d = delayed(tile, name=f"lightcurves-tiledef-{cid}-{tkey}-{token}", traverse=False)
         blocks = [delayed(photometry_block, pure=False)(
                       cube, tile_d, a, b, dask_key_name=f"lightcurves-photometry-{cid}-{tkey}-{a}-{token}")
                   for a, b in time_blocks(plan.n_cadences, plan.time_chunk, tile.shape, options.block_bytes)]
@@ -383,7 +387,9 @@ def run_lightcurves(store: Store, catalog, cube_id: str, client, apertures: list
         apertures = load_apertures(catalog, attrs["sector"], attrs["camera"], attrs["ccd"], cube_id)
     plan = plan_lightcurves(store, cube_id, apertures)
     _fill_radec(catalog, cube_id, [a for t in plan.tiles for a in t.apertures], plan.origin)
-    tasks = lightcurve_tasks(plan, catalog, options)
+    scattered = client.scatter(plan.tiles) if plan.tiles else []
+    tasks = lightcurve_tasks(plan, catalog, options,
+                             tiles={t.key: f for t, f in zip(plan.tiles, scattered)})
     reports: list[TileReport] = []
     progress(STAGE, 0, len(tasks))
     if tasks:
