@@ -1,7 +1,7 @@
 // The pipeline's own MongoDB user: readWrite on the `tess` database only (not root).
 // The official mongo image runs this with mongosh on the FIRST start (empty data
-// volume), with the container's environment. A copy ships in the Helm chart
-// (k8s/tess-pipeline/files/mongo-init.js); tests/test_deploy_compose.py keeps them equal.
+// volume), with the container's environment. The Helm chart ships this file (a chart
+// reads only files inside it); docker/mongo-init.js, which compose mounts, links here.
 const user = process.env.TESS_MONGO_USER;
 const password = process.env.TESS_MONGO_PASSWORD;
 if (!user || !password) {
