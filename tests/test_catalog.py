@@ -118,3 +118,28 @@ def test_find_rides_out_a_server_restart(tmp_path):
     finally:
         cat.client.close()
         server.stop()
+
+
+def test_a_shorter_retry_deadline_gives_up_sooner(tmp_path):
+    """The API's view of the catalog (``with_retry_deadline``) shares the connection
+    and answers "unavailable" within its deadline instead of the pipeline's minute."""
+    import time
+
+    from pipeline.catalog.retry import DEADLINE, CatalogUnavailable
+
+    server = EmbeddedMongo(tmp_path / "cat")
+    cat = Catalog(server.url, timeout_ms=200)
+    quick = cat.with_retry_deadline(1.0)
+    try:
+        assert quick.client is cat.client and cat.retry_deadline == DEADLINE
+        cat.upsert_frames([_frame("a.fits", 1)])
+        assert quick.frames.count_documents({}) == 1
+        server.stop()
+        for call in (lambda: quick.frames.count_documents({}), lambda: list(quick.frames.find({}))):
+            started = time.monotonic()
+            with pytest.raises(CatalogUnavailable, match="unreachable for 1 s"):
+                call()
+            assert time.monotonic() - started < 5.0
+    finally:
+        cat.client.close()
+        server.stop()

@@ -16,6 +16,7 @@ from pipeline.store import Store
 log = logging.getLogger("pipeline.api")
 
 DEFAULT_MAX_UPLOAD_BYTES = 2 << 30      # per file; a calibrated FFI is ~35 MB, a TPF < 1 GB
+REQUEST_RETRY_SECONDS = 5.0             # a catalog restart shorter than this is not a 503
 
 
 class ServiceUnavailable(RuntimeError):
@@ -81,6 +82,14 @@ class ApiState:
 
     @property
     def catalog(self):
+        """The catalog for request handlers: a server restart is ridden out for
+        ``REQUEST_RETRY_SECONDS`` at most, then the request gets its 503."""
+        return self.job_catalog.with_retry_deadline(REQUEST_RETRY_SECONDS)
+
+    @property
+    def job_catalog(self):
+        """The catalog for the jobs this process submits and watches (the pipeline's
+        own retry deadline)."""
         if self._catalog is None:
             with self._lock:
                 if self._catalog is None:

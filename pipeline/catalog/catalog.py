@@ -17,7 +17,7 @@ from pathlib import Path
 import pymongo
 from pymongo import ASCENDING, DESCENDING, UpdateOne
 
-from pipeline.catalog.retry import RetryingCollection
+from pipeline.catalog.retry import DEADLINE as RETRY_DEADLINE, RetryingCollection
 from pipeline.catalog.server import EmbeddedMongo
 from pipeline.config import Settings
 
@@ -52,9 +52,10 @@ class Catalog:
     catalog started (stopped with ``close``), or None for an external one."""
 
     def __init__(self, url: str, database: str = DATABASE, server: EmbeddedMongo | None = None,
-                 timeout_ms: int = 10_000):
+                 timeout_ms: int = 10_000, retry_deadline: float = RETRY_DEADLINE):
         self.url = url
         self.server = server
+        self.retry_deadline = retry_deadline
         self.client = pymongo.MongoClient(url, serverSelectionTimeoutMS=timeout_ms, tz_aware=True)
         self.db = self.client[database]
 
@@ -63,14 +64,24 @@ class Catalog:
         process that started an embedded server ever stops it."""
         return (Catalog, (self.url, self.db.name))
 
-    # single operations ride out a server restart (pipeline.catalog.retry)
-    frames = property(lambda self: RetryingCollection(self.db["frames"]))
-    apertures = property(lambda self: RetryingCollection(self.db["apertures"]))
-    lightcurves = property(lambda self: RetryingCollection(self.db["lightcurves"]))
-    jobs = property(lambda self: RetryingCollection(self.db["jobs"]))
-    stars = property(lambda self: RetryingCollection(self.db["stars"]))
-    leases = property(lambda self: RetryingCollection(self.db["leases"]))
-    checkpoints = property(lambda self: RetryingCollection(self.db["checkpoints"]))
+    def with_retry_deadline(self, seconds: float) -> "Catalog":
+        """The same connection, its operations retried for ``seconds`` at most (the
+        API answers a request within seconds; a batch task may wait out a restart)."""
+        other = object.__new__(type(self))      # not copy.copy: __reduce__ reconnects
+        other.__dict__.update(self.__dict__, retry_deadline=float(seconds))
+        return other
+
+    def _collection(self, name: str) -> RetryingCollection:
+        return RetryingCollection(self.db[name], self.retry_deadline)
+
+    # single operations and queries ride out a server restart (pipeline.catalog.retry)
+    frames = property(lambda self: self._collection("frames"))
+    apertures = property(lambda self: self._collection("apertures"))
+    lightcurves = property(lambda self: self._collection("lightcurves"))
+    jobs = property(lambda self: self._collection("jobs"))
+    stars = property(lambda self: self._collection("stars"))
+    leases = property(lambda self: self._collection("leases"))
+    checkpoints = property(lambda self: self._collection("checkpoints"))
 
     def ensure_indexes(self) -> None:
         for collection, keys, options in INDEXES:

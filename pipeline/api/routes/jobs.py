@@ -97,7 +97,7 @@ def _submit(state, request: JobRequest) -> dict:
     inputs = [store.url_of(k) for k in keys]
     try:
         job = graph.submit(inputs, client=state.client(), settings=state.settings, store=store,
-                           catalog=state.catalog, cubes=cubes)
+                           catalog=state.job_catalog, cubes=cubes)
     except ValueError as exc:             # what submit refuses to run, it says why
         raise HTTPException(422, str(exc)) from None
     state.jobs[job.id] = job
@@ -161,7 +161,7 @@ def _resume(state, job_id: str) -> dict:
     graph = _graph()
     try:
         job = graph.resume(job_id, client=state.client(), settings=state.settings,
-                           store=state.store, catalog=state.catalog)
+                           store=state.store, catalog=state.job_catalog)
     except ValueError as exc:
         text = str(exc)
         raise HTTPException(404 if text.startswith("no job") else 409, text) from None
