@@ -6,10 +6,10 @@ few seconds (a restart, a failover) fails that retry too and the operation raise
 operation is retried on connection errors with exponential backoff for up to
 ``DEADLINE`` seconds, then the error goes up, naming the operation. A ``find``
 query is retried the same way until its first batch arrives; a failure after
-documents were handed out goes up (a re-read could repeat or miss documents). Every write the
-pipeline makes is idempotent (upserts by a unique key, deletes by a filter, inserts
-whose duplicate means "already done"), so a retry after a write that did land
-changes nothing. Operations inside a session (transactions) are not retried here:
+documents were handed out goes up (a re-read could repeat or miss documents).
+Every write the pipeline makes is idempotent (upserts by a unique key, deletes by a
+filter, inserts whose duplicate means "already done"), so a retry after a write that
+did land changes nothing. Operations inside a session (transactions) are not retried here:
 the transaction as a whole is retried by ``with_transaction``."""
 
 from __future__ import annotations
